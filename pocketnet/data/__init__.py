@@ -1,0 +1,1 @@
+"""Face data: the synthetic face generator, verification sets, the DataModule."""

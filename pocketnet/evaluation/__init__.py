@@ -1,0 +1,1 @@
+"""Verification metrics, practical metrics and results tables."""
