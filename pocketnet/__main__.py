@@ -1,0 +1,5 @@
+"""``python -m pocketnet`` = the ``pocketnet`` command."""
+
+from pocketnet.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Config schemas, composition and the checks that turn config mistakes into clear errors."""

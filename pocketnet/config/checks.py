@@ -1,0 +1,113 @@
+"""Turn config mistakes into one clear message before Hydra starts the job.
+
+The command-line overrides are composed once with Hydra's compose API (sweeps take their first
+value). On failure the error names the key or option at fault, lists what is valid there and
+suggests the closest spelling, instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = ["ConfigError", "check_overrides", "compose_config"]
+
+
+class ConfigError(ValueError):
+    """A misspelt key, a wrong type or an unknown group option."""
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """Job overrides with every sweep reduced to its first value (``a=1,2`` -> ``a=1``)."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    out = []
+    for text, ov in zip(overrides, parsed, strict=True):
+        if ov.is_hydra_override():
+            continue
+        if ov.is_sweep_override():
+            first = next(iter(ov.sweep_string_iterator()))
+            text = f"{ov.get_key_element()}={first}"
+        out.append(text)
+    return out
+
+
+def compose_config(conf_dir: str | Path, overrides: list[str]) -> DictConfig:
+    """Compose ``config.yaml`` from ``conf_dir`` with overrides, outside of a Hydra run."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _node_keys(cfg: DictConfig, dotted: str) -> list[str] | None:
+    node = OmegaConf.select(cfg, dotted) if dotted else cfg
+    return [str(k) for k in node] if isinstance(node, DictConfig) else None
+
+
+def _explain(err: Exception, conf_dir: str | Path, overrides: list[str]) -> str:
+    causes = [err]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    omega = next((c for c in causes if isinstance(c, OmegaConfBaseException)), None)
+    text = str(err)
+    missing = re.search(
+        r"Could not find '([^']+)'\n\nAvailable options in '([^']+)':\n(.*)", text, re.S
+    )
+    if missing:
+        wanted, group = missing.group(1), missing.group(2)
+        lines = missing.group(3).split("\n")
+        options = [
+            o.strip()
+            for o in lines[
+                : next((i for i, o in enumerate(lines) if o and not o[0].isspace()), len(lines))
+            ]
+            if o.strip()
+        ]
+        hint = difflib.get_close_matches(wanted.split("/")[-1], options, n=1)
+        return (
+            f"unknown option '{wanted.split('/')[-1]}' for config group '{group}'. "
+            f"Valid: {', '.join(options)}." + (f" Did you mean '{hint[0]}'?" if hint else "")
+        )
+    if omega is not None and getattr(omega, "full_key", None):
+        key = str(omega.full_key)
+        parent, _, leaf = key.rpartition(".")
+        msg = str(getattr(omega, "msg", omega)).split("\n")[0]
+        if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+            bad = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
+            rest = [o for o in overrides if o is not bad]
+            try:
+                keys = _node_keys(compose_config(conf_dir, rest), parent)
+            except (HydraException, OmegaConfBaseException):
+                keys = None
+            where = f"'{parent}'" if parent else "the top level"
+            out = f"unknown config key '{key}'."
+            if keys:
+                out += f" Valid keys in {where}: {', '.join(keys)}."
+                hint = difflib.get_close_matches(leaf, keys, n=1)
+                if hint:
+                    out += f" Did you mean '{(parent + '.') if parent else ''}{hint[0]}'?"
+            return out + " (Add a new key with '+key=value'.)"
+        return f"bad value for config key '{key}': {msg}"
+    return text.strip()
+
+
+def check_overrides(conf_dir: str | Path, overrides: list[str]) -> None:
+    """Compose the job's config once; raise :class:`ConfigError` with an explanation if it fails."""
+    try:
+        job = _first_values(overrides)
+    except HydraException as err:
+        raise ConfigError(f"cannot parse the command-line overrides: {err}") from None
+    try:
+        cfg = compose_config(conf_dir, job)
+        OmegaConf.to_container(cfg.stage, resolve=False, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain(err, conf_dir, job)) from None
+    finally:
+        GlobalHydra.instance().clear()

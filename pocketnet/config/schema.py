@@ -1,0 +1,259 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+Each option file in ``conf/<group>/`` starts from its schema
+(``defaults: [/schema/<group>/<kind>@_here_]``),
+so a misspelt key, a wrong type or an invalid enum value fails at composition, naming the key.
+Defaults live in ``conf/``; the schemas only say which keys exist and their types (values here
+are placeholders that every option file sets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# ----------------------------------------------------------------------------- enums
+
+
+class Color(str, Enum):
+    rgb = "rgb"
+    bgr = "bgr"
+
+
+class OptimizerName(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class SchedulerName(str, Enum):
+    cosine = "cosine"
+    step = "step"
+    constant = "constant"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class SyntheticDataConfig:
+    """``data=synthetic``: the embedded procedural face generator."""
+
+    name: str = "synthetic"
+    resolution: int = 112
+    num_train_identities: int = 500
+    images_per_identity: int = 24
+    num_val_identities: int = 300
+    num_pairs: int = 1200
+    seed: int = 0
+    color: Color = Color.rgb
+    flip: bool = True
+    batch_size: int = 128
+    val_batch_size: int = 256
+    num_workers: int = 0
+    cache_dir: str = MISSING
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class TimmBackboneConfig:
+    """A timm ResNet-family trunk adapted to faces with the face embedding head."""
+
+    kind: str = "timm"
+    name: str = MISSING
+    embedding_size: int = 512
+    stem_stride: int = 2
+    dropout: float = 0.0
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HeadConfig:
+    """Combined margin ``s * (cos(m1*theta + m2) - m3)``; ``normalize=false`` = plain softmax."""
+
+    name: str = MISSING
+    s: float = 64.0
+    m1: float = 1.0
+    m2: float = 0.0
+    m3: float = 0.0
+    normalize: bool = True
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.sgd
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    """Warm-up (linear, in epochs, may be fractional) then cosine / step / constant, per step."""
+
+    name: SchedulerName = SchedulerName.cosine
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.01
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0
+
+
+@dataclass
+class TeacherBankConfig:
+    """Maturity checkpoints (backbone + head) for multi-step KD.
+
+    ``every_n_epochs`` saves at the end of every n-th epoch; ``fractions`` (of the total training
+    steps, e.g. [0.25, 0.5, 1.0]) saves when training passes each fraction. Both may be set.
+    """
+
+    enabled: bool = True
+    dir: str = MISSING
+    every_n_epochs: int | None = 1
+    fractions: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TeacherStageConfig:
+    name: str = "teacher"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    bank: TeacherBankConfig = field(default_factory=TeacherBankConfig)
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of ``lightning.Trainer`` that the platform exposes."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 10
+    max_steps: int = -1
+    min_epochs: int | None = None
+    gradient_clip_val: float | None = 5.0
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int | None = 1
+    val_check_interval: Any = None
+    log_every_n_steps: int = 10
+    num_sanity_val_steps: int = 0
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    deterministic: Any = False
+    benchmark: bool | None = None
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    fast_dev_run: Any = False
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+@dataclass
+class WandbConfig:
+    """wandb, offline by default: never touches the network; ``wandb sync`` uploads later."""
+
+    project: str = "pocketnet"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    offline: bool = True
+    log_model: bool = False
+
+
+@dataclass
+class CsvConfig:
+    name: str = "csv"
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig | None = None
+    csv: CsvConfig | None = None
+
+
+@dataclass
+class ProgressConfig:
+    rich: bool = True
+    refresh_rate: int = 1
+
+
+@dataclass
+class CheckpointConfig:
+    dirpath: str = MISSING
+    monitor: str | None = "val/acc"
+    mode: str = "max"
+    save_last: bool = True
+    save_top_k: int = 1
+    every_n_epochs: int | None = 1
+
+
+@dataclass
+class CallbacksConfig:
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    checkpoint: CheckpointConfig | None = None
+    model_summary_depth: int = 2
+    lr_monitor: bool = True
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    log_dir: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+# ----------------------------------------------------------------------------- root
+
+
+@dataclass
+class PocketNetConfig:
+    """The composed config; groups hold their own schemas (see the option files)."""
+
+    stage: Any = MISSING
+    data: Any = MISSING
+    backbone: Any = MISSING
+    head: HeadConfig = field(default_factory=HeadConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = MISSING
+    tags: list[str] = field(default_factory=list)
+    seed: int | None = 42
+    ckpt_path: str | None = None
+    print_config: bool = True
+    results_file: str = "results.json"
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {"synthetic": SyntheticDataConfig},
+    "backbone": {"timm": TimmBackboneConfig},
+    "stage": {"teacher": TeacherStageConfig},
+}
+
+
+def register_configs() -> None:
+    """Register the root schema and every group schema with Hydra's ConfigStore."""
+    cs = ConfigStore.instance()
+    cs.store(name="pocketnet_schema", node=PocketNetConfig)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)

@@ -1,0 +1,1 @@
+"""Knowledge distillation pieces: the teacher bank written by the teacher stage."""

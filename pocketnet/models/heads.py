@@ -1,0 +1,78 @@
+"""The margin head: one combined formula for ArcFace, CosFace and plain softmax.
+
+Target-class logit ``s * (cos(m1 * theta + m2) - m3)``, other classes ``s * cos(theta)``.
+ArcFace = (1, 0.5, 0), CosFace = (1, 0, 0.35), softmax = a plain linear classifier
+(``normalize=False``: no normalisation, margin or scale). Always computed in fp32 with cos
+clamped to (-1 + eps, 1 - eps) before acos.
+
+Where ``m1 * theta + m2`` passes pi the cosine would start rising again; beyond that point
+(theta0 = (pi - m2) / m1) the target logit is ``cos(theta) - cos(theta0) - 1 - m3`` **(our
+choice)**: continuous at theta0 and decreasing, so the margin never rewards a worse angle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MarginHead"]
+
+
+class MarginHead(nn.Module):
+    """Class centres over the training identities and the combined-margin logits."""
+
+    def __init__(
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        m1: float = 1.0,
+        m2: float = 0.5,
+        m3: float = 0.0,
+        normalize: bool = True,
+        eps: float = 1e-7,
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"head: num_classes must be >= 2, got {num_classes}")
+        if m1 <= 0:
+            raise ValueError(f"head.m1 must be > 0, got {m1}")
+        self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)
+        self.normalize = normalize
+        self.eps = eps
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        nn.init.normal_(self.weight, std=0.01)
+        self.bias = None if normalize else nn.Parameter(torch.zeros(num_classes))
+        self.theta0 = (math.pi - self.m2) / self.m1
+
+    @property
+    def has_margin(self) -> bool:
+        return self.normalize and (self.m1 != 1.0 or self.m2 != 0.0 or self.m3 != 0.0)
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine between each embedding and each class centre, fp32, clamped."""
+        cos = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
+        return cos.clamp(-1 + self.eps, 1 - self.eps)
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Logits without margin (for evaluation and soft-target KD)."""
+        if not self.normalize:
+            return F.linear(embeddings.float(), self.weight.float(), self.bias.float())
+        return self.s * self.cosine(embeddings)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training logits: the margin applied to each sample's target class."""
+        if not self.has_margin:
+            return self.logits(embeddings)
+        cos = self.cosine(embeddings)
+        labels = labels.long()
+        target_cos = cos.gather(1, labels[:, None]).squeeze(1)
+        theta = torch.acos(target_cos)
+        with_margin = torch.cos(self.m1 * theta + self.m2) - self.m3
+        fallback = target_cos - math.cos(self.theta0) - 1.0 - self.m3
+        target = torch.where(theta <= self.theta0, with_margin, fallback)
+        cos = cos.scatter(1, labels[:, None], target[:, None])
+        return self.s * cos

@@ -1,0 +1,1 @@
+"""LightningModules: one per stage (teacher; search and student come later)."""

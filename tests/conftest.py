@@ -1,0 +1,47 @@
+"""Shared fixtures: real Hydra composition of the project's conf/ and in-process runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from pocketnet.cli import CONF_DIR
+from pocketnet.config.checks import compose_config
+from pocketnet.config.schema import register_configs
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+register_configs()
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+LFW_DEV = SHARED / "data" / "lfw-dev"
+
+
+def compose_run(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """The config a ``pocketnet`` job would get, with its run folder under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def compose():
+    def _compose(overrides: list[str]) -> DictConfig:
+        return compose_config(CONF_DIR, overrides)
+
+    return _compose

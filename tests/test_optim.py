@@ -1,0 +1,48 @@
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pocketnet.stages.optim import build_optimizer, lr_factor_fn
+
+
+def _cfg(**kw):
+    base = dict(
+        name="cosine",
+        warmup_epochs=1.0,
+        warmup_start_factor=0.0,
+        milestones=[],
+        gamma=0.1,
+        min_lr_factor=0.0,
+    )
+    return OmegaConf.create({**base, **kw})
+
+
+def test_linear_warmup_then_cosine_to_the_floor():
+    f = lr_factor_fn(_cfg(min_lr_factor=0.1), total_steps=110, steps_per_epoch=10)
+    assert [f(s) for s in (0, 5, 10)] == pytest.approx([0.0, 0.5, 1.0])
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f(110) == pytest.approx(0.1)
+
+
+def test_step_schedule_at_fractional_epoch_milestones():
+    f = lr_factor_fn(_cfg(name="step", warmup_epochs=0.0, milestones=[2, 3.5]), 100, 20)
+    assert [f(39), f(40), f(69), f(70)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+
+
+def test_warmup_longer_than_training_is_refused():
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        lr_factor_fn(_cfg(warmup_epochs=5), total_steps=40, steps_per_epoch=10)
+
+
+def test_optimizer_skips_frozen_parameters():
+    layer = torch.nn.BatchNorm1d(4)
+    layer.weight.requires_grad = False
+    opt = build_optimizer(
+        layer.parameters(),
+        OmegaConf.create(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)),
+    )
+    assert isinstance(opt, torch.optim.SGD)
+    assert [p.numel() for g in opt.param_groups for p in g["params"]] == [4]
+    assert opt.defaults["nesterov"] is True

@@ -1,0 +1,95 @@
+"""End-to-end teacher runs: real Hydra config, real Lightning Trainer, real wandb offline run."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pocketnet.distill.teacher_bank import TeacherBank
+from pocketnet.models.factory import backbone_from_config
+from pocketnet.run import SetupError, run
+from pocketnet.stages.base import NonFiniteLossError
+from tests.conftest import compose_run
+
+FAST = ["debug=fast", "print_config=false", "callbacks.progress.rich=false"]
+
+
+def _csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_teacher_run_logs_to_wandb_offline_and_csv_and_fills_the_bank(tmp_path):
+    cfg = compose_run(tmp_path, [*FAST, "logger=default", "stage.bank.fractions=[0.5]"])
+    row = run(cfg)
+    out = Path(cfg.paths.output_dir)
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["params"] == row["params"] > 0
+    assert 0.0 <= results["synthetic acc"] <= 1.0
+    assert results["metrics"]["val/acc_best"] >= results["metrics"]["val/acc"] - 1e-9
+
+    rows = _csv_rows(out)
+    accs = [r["val/synthetic/acc"] for r in rows if r.get("val/synthetic/acc")]
+    assert len(accs) == 2  # one validation per epoch
+    assert any(r.get("train/loss") for r in rows)
+    assert any(r.get("model/params") for r in rows)
+
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "wandb wrote no offline run file"
+
+    entries = TeacherBank(cfg.stage.bank.dir).entries()
+    assert [(e.epoch, e.step) for e in entries] == [(0, 3), (1, 3), (2, 6)]
+    assert entries[-1].fraction == 1.0
+    assert "val/synthetic/acc" in entries[-1].metrics
+    payload = TeacherBank(cfg.stage.bank.dir).load(entries[-1])
+    rebuilt = backbone_from_config(
+        payload["model_config"]["backbone"], payload["model_config"]["input_size"]
+    )
+    rebuilt.load_state_dict(payload["backbone"])
+    assert payload["model_config"]["num_classes"] == cfg.data.num_train_identities
+
+
+def test_resume_continues_the_step_counter(tmp_path):
+    first = compose_run(tmp_path / "a", FAST)
+    run(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+    resumed = compose_run(tmp_path / "b", [*FAST, "trainer.max_epochs=3", f"ckpt_path={last}"])
+    run(resumed)
+    rows = _csv_rows(Path(resumed.paths.output_dir))
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps and min(steps) >= 6  # no restart from step 0
+    state = torch.load(
+        Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False
+    )
+    assert (state["epoch"], state["global_step"]) == (2, 9)
+
+
+def test_missing_checkpoint_is_reported_before_training(tmp_path):
+    cfg = compose_run(tmp_path, [*FAST, f"ckpt_path={tmp_path}/nope.ckpt"])
+    with pytest.raises(SetupError, match="nope.ckpt: no such checkpoint"):
+        run(cfg)
+
+
+def test_empty_dataset_is_reported_before_training(tmp_path):
+    cfg = compose_run(tmp_path, [*FAST, "data.num_train_identities=0"])
+    with pytest.raises(SetupError, match="num_train_identities"):
+        run(cfg)
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    cfg = compose_run(
+        tmp_path,
+        [
+            *FAST,
+            "stage.optimizer.lr=1e30",
+            "trainer.gradient_clip_val=null",
+            "stage.scheduler.warmup_epochs=0",
+        ],
+    )
+    with pytest.raises(NonFiniteLossError, match=r"train/loss is (nan|inf).*last.ckpt"):
+        run(cfg)
