@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import lightning as L
@@ -18,14 +19,7 @@ __all__ = ["FaceDataModule", "SOURCES"]
 
 
 def _synthetic(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    spec = SyntheticSpec(
-        resolution=cfg.resolution,
-        num_train_identities=cfg.num_train_identities,
-        images_per_identity=cfg.images_per_identity,
-        num_val_identities=cfg.num_val_identities,
-        num_pairs=cfg.num_pairs,
-        seed=cfg.seed,
-    )
+    spec = SyntheticSpec(**{f.name: cfg[f.name] for f in fields(SyntheticSpec)})
     faces = load_or_generate(spec, cfg.cache_dir)
     train = ArrayFaceDataset(faces.train_images, faces.train_labels)
     pairs = VerificationSet(
