@@ -93,3 +93,11 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     )
     with pytest.raises(NonFiniteLossError, match=r"train/loss is (nan|inf).*last.ckpt"):
         run(cfg)
+
+
+def test_unusable_data_path_is_reported_before_training(tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the data cache folder should be")
+    cfg = compose_run(tmp_path, [*FAST, f"data.cache_dir={blocker}/synthetic"])
+    with pytest.raises(SetupError, match="not_a_folder"):
+        run(cfg)
