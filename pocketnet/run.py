@@ -50,10 +50,6 @@ def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
     return loggers
 
 
-def trainer_kwargs(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def _setup_teacher(
     cfg: DictConfig, output_dir: Path
 ) -> tuple[L.Trainer, TeacherModule, FaceDataModule, dict[str, Any]]:
@@ -82,7 +78,7 @@ def _setup_teacher(
             TeacherBankCallback(bank.dir, model_config, bank.every_n_epochs, list(bank.fractions))
         )
     trainer = L.Trainer(
-        **trainer_kwargs(cfg.trainer),
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=str(output_dir),

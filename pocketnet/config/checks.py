@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 __all__ = ["ConfigError", "check_overrides", "compose_config"]
 
@@ -79,7 +79,7 @@ def _explain(err: Exception, conf_dir: str | Path, overrides: list[str]) -> str:
         key = str(omega.full_key)
         parent, _, leaf = key.rpartition(".")
         msg = str(getattr(omega, "msg", omega)).split("\n")[0]
-        if "not in struct" in msg or "Key '" in msg and "not in" in msg:
+        if isinstance(omega, ConfigKeyError | ConfigAttributeError):  # an unknown key
             bad = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
             rest = [o for o in overrides if o is not bad]
             try:

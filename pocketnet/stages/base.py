@@ -52,8 +52,9 @@ class FaceModule(L.LightningModule):
         return self.backbone(images)
 
     def embed_fused(self, images: torch.Tensor) -> torch.Tensor:
-        """Flip-fused embedding: ``f(x) + f(flip(x))`` (normalised by the metric)."""
-        return self.backbone(images) + self.backbone(images.flip(3))
+        """Flip-fused embedding ``f(x) + f(flip(x))`` in one forward pass of both views."""
+        both = self.backbone(torch.cat([images, images.flip(3)]))
+        return both[: len(images)] + both[len(images) :]
 
     def check_finite(self, **terms: torch.Tensor) -> None:
         for name, value in terms.items():
