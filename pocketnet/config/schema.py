@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # ----------------------------------------------------------------------------- enums
 
@@ -39,22 +40,50 @@ class SchedulerName(str, Enum):
 
 
 @dataclass
-class SyntheticDataConfig:
-    """``data=synthetic``: the embedded procedural face generator."""
+class DataConfig:
+    """What every data source shares: resolution, colour order, loaders."""
 
-    name: str = "synthetic"
+    name: str = MISSING
     resolution: int = 112
-    num_train_identities: int = 500
-    images_per_identity: int = 24
-    num_val_identities: int = 300
-    num_pairs: int = 1200
-    seed: int = 0
     color: Color = Color.rgb
     flip: bool = True
     batch_size: int = 128
     val_batch_size: int = 256
     num_workers: int = 0
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    """``data=synthetic``: the embedded procedural face generator."""
+
+    num_train_identities: int = 500
+    images_per_identity: int = 24
+    num_val_identities: int = 300
+    num_pairs: int = 1200
+    seed: int = 0
     cache_dir: str = MISSING
+
+
+@dataclass
+class PairSetConfig:
+    """A verification set from a pairs file (LFW View 1/2 or ``path1 path2 0|1``) + images."""
+
+    pairs: str = MISSING
+    images: str = MISSING
+    name: str | None = None
+
+
+@dataclass
+class FaceFilesDataConfig(DataConfig):
+    """``data=rec`` (insightface RecordIO pack) and ``data=folder`` (identity folders).
+
+    ``val_bins``: verification .bin files; a bare name (``lfw``) means ``<root>/<name>.bin``.
+    """
+
+    root: str = MISSING
+    skip_corrupt: bool = False
+    val_bins: list[str] = field(default_factory=list)
+    val_pairs: list[PairSetConfig] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- model
@@ -214,6 +243,7 @@ class CallbacksConfig:
 @dataclass
 class PathsConfig:
     root_dir: str = MISSING
+    shared_dir: str = MISSING
     data_dir: str = MISSING
     log_dir: str = MISSING
     cache_dir: str = MISSING
@@ -244,14 +274,21 @@ class PocketNetConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "data": {"synthetic": SyntheticDataConfig},
+    "data": {
+        "synthetic": SyntheticDataConfig,
+        "rec": FaceFilesDataConfig,
+        "folder": FaceFilesDataConfig,
+    },
     "backbone": {"timm": TimmBackboneConfig},
     "stage": {"teacher": TeacherStageConfig},
 }
 
 
 def register_configs() -> None:
-    """Register the root schema and every group schema with Hydra's ConfigStore."""
+    """Register the root schema, every group schema and the ``pocketnet.*`` resolvers."""
+    OmegaConf.register_new_resolver(
+        "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
+    )
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
     for group, options in SCHEMAS.items():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
 import lightning as L
@@ -11,28 +9,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pocketnet.config.schema import Color
-from pocketnet.data.datasets import ArrayFaceDataset, ArrayImageDataset, VerificationSet
-from pocketnet.data.synthetic import SyntheticSpec, load_or_generate
+from pocketnet.data.datasets import VerificationSet
+from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform
 
-__all__ = ["FaceDataModule", "SOURCES"]
-
-
-def _synthetic(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    spec = SyntheticSpec(**{f.name: cfg[f.name] for f in fields(SyntheticSpec)})
-    faces = load_or_generate(spec, cfg.cache_dir)
-    train = ArrayFaceDataset(faces.train_images, faces.train_labels)
-    pairs = VerificationSet(
-        "synthetic",
-        ArrayImageDataset(faces.pair_images),
-        torch.as_tensor(faces.issame, dtype=torch.bool),
-    )
-    return train, spec.num_train_identities, [pairs]
-
-
-SOURCES: dict[str, Callable[[Any], tuple[Dataset, int, list[VerificationSet]]]] = {
-    "synthetic": _synthetic,
-}
+__all__ = ["FaceDataModule"]
 
 
 def _batched(batch: Any) -> Any:
@@ -50,7 +31,7 @@ class FaceDataModule(L.LightningDataModule):
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
             )
         self.cfg = cfg
-        self.transform = FaceBatchTransform(Color(cfg.color).value, cfg.flip)
+        self.transform = FaceBatchTransform(Color(cfg.color).value, cfg.flip, cfg.resolution)
         self.train_set: Dataset | None = None
         self.num_classes = 0
         self.val_sets: list[VerificationSet] = []

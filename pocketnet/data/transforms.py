@@ -7,6 +7,7 @@ and augmentation never dominate a step.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["FaceBatchTransform", "normalize"]
 
@@ -17,13 +18,15 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 class FaceBatchTransform:
-    """Normalise, reorder channels (``color='bgr'`` feeds BGR) and, in training, flip at random."""
+    """Normalise, reorder channels (``color='bgr'`` feeds BGR), resize to ``resolution`` when the
+    images differ (bilinear, antialiased) and, in training, flip at random."""
 
-    def __init__(self, color: str = "rgb", flip: bool = True):
+    def __init__(self, color: str = "rgb", flip: bool = True, resolution: int | None = None):
         if color not in ("rgb", "bgr"):
             raise ValueError(f"data.color must be 'rgb' or 'bgr', got {color!r}")
         self.bgr = color == "bgr"
         self.flip = flip
+        self.resolution = resolution
 
     def __call__(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -31,10 +34,14 @@ class FaceBatchTransform:
                 "expected uint8 images of shape (N, 3, H, W), "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
+        if train and self.flip:
+            mask = torch.rand(images.shape[0], device=images.device) < 0.5
+            images = images.clone()
+            images[mask] = images[mask].flip(3)
         x = normalize(images)
+        size = (self.resolution, self.resolution)
+        if self.resolution and tuple(x.shape[2:]) != size:
+            x = F.interpolate(x, size, mode="bilinear", antialias=True, align_corners=False)
         if self.bgr:
             x = x.flip(1)
-        if train and self.flip:
-            mask = torch.rand(x.shape[0], device=x.device) < 0.5
-            x = torch.where(mask[:, None, None, None], x.flip(3), x)
         return x

@@ -3,21 +3,35 @@
 A ``.bin`` is a pickle of ``(bins, issame_list)``: 2N encoded images and N booleans, pair i being
 images (2i, 2i+1). Unpickling can run arbitrary code, so the file is read by an unpickler that
 refuses every global: only tuples, lists, bytes, bools and ints (and the other built-in literals,
-rejected afterwards by the structure check) can come out of it.
+rejected afterwards by the structure check) can come out of it. The one exception is the way
+pickle protocol 2 under Python 3 spells bytes, ``_codecs.encode(text, 'latin1')``: that call is
+served by a stand-in that only turns text into latin-1 bytes.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torchvision.io import ImageReadMode, decode_image
 
+from pocketnet.data.pairs import read_pairs
+
+__all__ = ["UnsafeBinError", "VerificationBin", "load_bin", "make_bin", "write_bin"]
+
 
 class UnsafeBinError(ValueError):
     """A verification .bin asked the unpickler for a global (class or function)."""
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeBinError(f"refused _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -26,6 +40,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._path = path
 
     def find_class(self, module: str, name: str):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_bytes
         raise UnsafeBinError(
             f"{self._path}: refused to load global '{module}.{name}': a verification .bin may "
             "only hold lists/tuples of bytes and bools"
@@ -87,3 +103,22 @@ def load_bin(path: str | Path) -> VerificationBin:
     return VerificationBin(
         name=path.stem, images=list(bins), issame=torch.tensor(issame, dtype=torch.bool)
     )
+
+
+def write_bin(path: str | Path, images: Sequence[bytes], issame: Sequence[bool]) -> None:
+    """Write a verification .bin (pickle protocol 5, as insightface's Python 3 tools do)."""
+    if len(images) != 2 * len(issame):
+        raise ValueError(f"{len(images)} images for {len(issame)} pairs (need 2 per pair)")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps((list(images), [bool(s) for s in issame]), protocol=5))
+    os.replace(tmp, path)
+
+
+def make_bin(
+    pairs_file: str | Path, images: str | Path, out: str | Path, skip_missing: bool = False
+) -> int:
+    """A .bin from a pairs file and its image folder, image bytes unchanged; returns pairs."""
+    pairs = read_pairs(pairs_file, images, skip_missing=skip_missing)
+    write_bin(out, [p.read_bytes() for p in pairs.paths()], pairs.issame)
+    return len(pairs.issame)

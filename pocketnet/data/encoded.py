@@ -1,0 +1,229 @@
+"""Images kept encoded (JPEG/PNG/...) and decoded per batch: RecordIO records, files, bytes.
+
+Nothing is decoded up front: a training pack or a verification set costs its encoded size in
+memory (or nothing, for files), never float tensors. Every source names where an image lives
+(file, key, byte offset), so a corrupt one is reported precisely; with ``skip_corrupt`` a corrupt
+training sample is left out of its batch and counted in the log instead.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image
+
+from pocketnet.data.recordio import RecordIOError, RecordReader, unpack_record
+
+__all__ = [
+    "BytesImages",
+    "CorruptImageError",
+    "EncodedImageDataset",
+    "FileImages",
+    "ImageSource",
+    "RecordImages",
+    "decode_rgb",
+]
+
+log = logging.getLogger(__name__)
+
+# torchvision 0.29 announces that its image codecs will move to TorchCodec; they remain the
+# fastest JPEG decoder available here, and the notice would repeat in every worker.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of Torch")
+
+_TORCHVISION_FORMATS = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF")
+
+
+class CorruptImageError(ValueError):
+    """An image could not be read or decoded; the message says where it lives."""
+
+
+def decode_rgb(data: bytes, where: str) -> torch.Tensor:
+    """Encoded image -> uint8 (3, H, W) RGB. JPEG/PNG/GIF/WebP by torchvision, others by PIL."""
+    try:
+        if data.startswith(_TORCHVISION_FORMATS):
+            return decode_image(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+            )
+        with Image.open(io.BytesIO(data)) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    except (RuntimeError, OSError, UnidentifiedImageError, ValueError) as e:
+        reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        raise CorruptImageError(
+            f"{where}: cannot decode image ({len(data)} bytes): {reason}"
+        ) from None
+
+
+class ImageSource(Protocol):
+    """Where encoded images come from: ``read(i)`` gives (bytes, target)."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, i: int) -> tuple[bytes, int]: ...
+
+    def where(self, i: int) -> str: ...
+
+
+class RecordImages:
+    """Image records of a RecordIO pack; target = the record's identity label.
+
+    ``ranges`` (identity i owns keys ``[ranges[i, 0], ranges[i, 1])``), when the pack has them,
+    cross-check every label read: a record whose label disagrees is an error, never a silently
+    wrong label.
+    """
+
+    def __init__(
+        self,
+        reader: RecordReader,
+        keys: np.ndarray,
+        num_classes: int,
+        ranges: np.ndarray | None = None,
+    ):
+        self.reader = reader
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.num_classes = num_classes
+        self.ranges = ranges
+        self._rows = np.searchsorted(reader.keys, self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def where(self, i: int) -> str:
+        row = self._rows[i]
+        return f"{self.reader.path}: key {self.keys[i]} at byte offset {self.reader.offsets[row]}"
+
+    def read(self, i: int) -> tuple[bytes, int]:
+        key, row = int(self.keys[i]), self._rows[i]
+        payload = self.reader.read_at(
+            int(self.reader.offsets[row]), key, int(self.reader.spans[row])
+        )
+        header, image = unpack_record(payload, self.where(i))
+        label = int(header.first_label)
+        if label != header.first_label or not 0 <= label < self.num_classes:
+            raise RecordIOError(
+                f"{self.where(i)}: label {header.first_label} is not an identity in "
+                f"[0, {self.num_classes})"
+            )
+        if self.ranges is not None and not self.ranges[label, 0] <= key < self.ranges[label, 1]:
+            raise RecordIOError(
+                f"{self.where(i)}: label {label} disagrees with the identity records "
+                f"(identity {label} owns keys [{self.ranges[label, 0]}, {self.ranges[label, 1]}))"
+            )
+        return image, label
+
+
+class FileImages:
+    """Image files; target = the given label (identity) or the position in the list."""
+
+    def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | None = None):
+        self.paths = [str(p) for p in paths]
+        self.labels = np.asarray(labels if labels is not None else range(len(self.paths)))
+        if len(self.labels) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} image files but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def where(self, i: int) -> str:
+        return self.paths[i]
+
+    def read(self, i: int) -> tuple[bytes, int]:
+        try:
+            with open(self.paths[i], "rb") as f:
+                return f.read(), int(self.labels[i])
+        except OSError as e:
+            raise CorruptImageError(
+                f"{self.paths[i]}: cannot read image file: {e.strerror}"
+            ) from None
+
+
+class BytesImages:
+    """Encoded images held as bytes (a verification .bin); target = the position."""
+
+    def __init__(self, images: Sequence[bytes], name: str):
+        self.images = images
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def where(self, i: int) -> str:
+        return f"{self.name}: image {i}"
+
+    def read(self, i: int) -> tuple[bytes, int]:
+        return self.images[i], i
+
+
+class EncodedImageDataset(Dataset):
+    """Decode a source's images per batch to uint8 (B, 3, H, W) at one size, with targets.
+
+    Images of another size are resized (antialiased) to ``size`` (default: the first image's).
+    A corrupt sample raises
+    :class:`CorruptImageError` / :class:`RecordIOError`; with ``skip_corrupt`` it is left out of
+    its batch and counted in the log.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        size: tuple[int, int] | None = None,
+        skip_corrupt: bool = False,
+    ):
+        if len(source) == 0:
+            raise ValueError("dataset has no images")
+        self.source = source
+        if size is None:
+            size = decode_rgb(source.read(0)[0], source.where(0)).shape[1:]
+        self.size = tuple(size)
+        self.skip_corrupt = skip_corrupt
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _load(self, i: int) -> tuple[torch.Tensor, int]:
+        data, target = self.source.read(i)
+        image = decode_rgb(data, self.source.where(i))
+        if tuple(image.shape[1:]) != self.size:
+            image = (
+                F.interpolate(image[None].float(), self.size, mode="bilinear", antialias=True)[0]
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
+            )
+        return image, target
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self._load(i)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = [], []
+        for i in indices:
+            try:
+                image, target = self._load(i)
+            except (CorruptImageError, RecordIOError) as e:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped += 1
+                log.warning(
+                    "skipped corrupt sample (%d so far in this process): %s", self.skipped, e
+                )
+                continue
+            images.append(image)
+            targets.append(target)
+        if not images:
+            raise CorruptImageError(
+                f"every sample of a batch was corrupt (indices {indices[:8]}...)"
+            )
+        # decoders give CHW views of HWC buffers: stacking those is a plain copy (3x faster)
+        batch = torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+        return batch, torch.tensor(targets, dtype=torch.long)
