@@ -59,13 +59,13 @@ class BatchData(L.LightningDataModule):
     def __init__(self, batches):
         super().__init__()
         self.batches = batches
-        self.transform = FaceBatchTransform("rgb", True)
+        self.transform = FaceBatchTransform("rgb")
 
     def train_dataloader(self):
         return Batches(self.batches)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        return self.transform(batch[0], train=True), batch[1]
+        return self.transform(batch[0]), batch[1]
 
 
 def build(cfg, num_classes: int):
@@ -77,7 +77,7 @@ def build(cfg, num_classes: int):
 
 def plain_loop(cfg, batches, num_classes: int) -> float:
     backbone, head = build(cfg, num_classes)
-    transform = FaceBatchTransform("rgb", True)
+    transform = FaceBatchTransform("rgb")
     params = list(backbone.parameters()) + list(head.parameters())
     opt = build_optimizer(params, cfg.stage.optimizer)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -89,7 +89,7 @@ def plain_loop(cfg, batches, num_classes: int) -> float:
     for i, (images, labels) in enumerate(batches):
         if i == WARMUP:
             start = time.perf_counter()
-        x = transform(images, train=True)
+        x = transform(images)
         loss = F.cross_entropy(head(backbone(x), labels), labels)
         if not torch.isfinite(loss):
             raise FloatingPointError("non-finite loss")

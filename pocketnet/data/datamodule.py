@@ -31,7 +31,7 @@ class FaceDataModule(L.LightningDataModule):
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
             )
         self.cfg = cfg
-        self.transform = FaceBatchTransform(Color(cfg.color).value, cfg.flip, cfg.resolution)
+        self.transform = FaceBatchTransform(Color(cfg.color).value, cfg.resolution)
         self.train_set: Dataset | None = None
         self.num_classes = 0
         self.val_sets: list[VerificationSet] = []
@@ -69,4 +69,4 @@ class FaceDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, target = batch
-        return self.transform(images, train=self.trainer.training), target
+        return self.transform(images), target

@@ -8,29 +8,37 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pocketnet.data.transforms import random_hflip_
+
 __all__ = ["ArrayFaceDataset", "ArrayImageDataset", "VerificationSet"]
 
 
 class ArrayFaceDataset(Dataset):
-    """Training images (N, H, W, 3) uint8 with integer identity labels."""
+    """Training images (N, H, W, 3) uint8 with integer identity labels; ``flip`` flips each
+    fetched image left-right with probability 0.5."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, flip: bool = False):
         if len(images) == 0:
             raise ValueError("training set is empty: no images")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.images[i]).permute(2, 0, 1), self.labels[i]
+        images, labels = self.__getitems__([i])
+        return images[0], labels[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(indices)
-        return torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2), self.labels[idx]
+        images = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2)
+        if self.flip:
+            random_hflip_(images)
+        return images, self.labels[idx]
 
 
 class ArrayImageDataset(Dataset):

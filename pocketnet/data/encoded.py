@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 
 from pocketnet.data.recordio import RecordIOError, RecordReader, unpack_record
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # torchvision 0.29 announces that its image codecs will move to TorchCodec; they remain the
 # fastest JPEG decoder available here, and the notice would repeat in every worker.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of Torch")
+# decoders only read their input, so wrapping read-only bytes without a copy is safe
+warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
 _TORCHVISION_FORMATS = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF")
 
@@ -47,19 +50,20 @@ class CorruptImageError(ValueError):
     """An image could not be read or decoded; the message says where it lives."""
 
 
-def decode_rgb(data: bytes, where: str) -> torch.Tensor:
-    """Encoded image -> uint8 (3, H, W) RGB. JPEG/PNG/GIF/WebP by torchvision, others by PIL."""
+def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
+    """Encoded image -> uint8 (3, H, W) RGB. JPEG/PNG/GIF/WebP by torchvision, others by PIL.
+
+    The encoded bytes are read in place (never written), whatever buffer holds them.
+    """
     try:
-        if data.startswith(_TORCHVISION_FORMATS):
-            return decode_image(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
-            )
+        if bytes(data[:4]).startswith(_TORCHVISION_FORMATS):
+            return decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
         with Image.open(io.BytesIO(data)) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     except (RuntimeError, OSError, UnidentifiedImageError, ValueError) as e:
         reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
         raise CorruptImageError(
-            f"{where}: cannot decode image ({len(data)} bytes): {reason}"
+            f"{where + ': ' if where else ''}cannot decode image ({len(data)} bytes): {reason}"
         ) from None
 
 
@@ -92,31 +96,36 @@ class RecordImages:
         self.keys = np.asarray(keys, dtype=np.int64)
         self.num_classes = num_classes
         self.ranges = ranges
-        self._rows = np.searchsorted(reader.keys, self.keys)
+        rows = np.searchsorted(reader.keys, self.keys)
+        # one (key, offset, span) row per image: a single lookup per read
+        self._table = np.stack([self.keys, reader.offsets[rows], reader.spans[rows]], axis=1)
+        self._starts = ranges[:, 0].tolist() if ranges is not None else None
+        self._ends = ranges[:, 1].tolist() if ranges is not None else None
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def where(self, i: int) -> str:
-        row = self._rows[i]
-        return f"{self.reader.path}: key {self.keys[i]} at byte offset {self.reader.offsets[row]}"
+        key, offset, _ = self._table[i]
+        return f"{self.reader.path}: key {key} at byte offset {offset}"
 
-    def read(self, i: int) -> tuple[bytes, int]:
-        key, row = int(self.keys[i]), self._rows[i]
-        payload = self.reader.read_at(
-            int(self.reader.offsets[row]), key, int(self.reader.spans[row])
-        )
-        header, image = unpack_record(payload, self.where(i))
+    def read(self, i: int) -> tuple[bytes | memoryview, int]:
+        key, offset, span = self._table[i].tolist()
+        payload = self.reader.read_at(offset, key, span)
+        try:
+            header, image = unpack_record(payload)
+        except RecordIOError as e:
+            raise RecordIOError(f"{self.where(i)}: {e}") from None
         label = int(header.first_label)
         if label != header.first_label or not 0 <= label < self.num_classes:
             raise RecordIOError(
                 f"{self.where(i)}: label {header.first_label} is not an identity in "
                 f"[0, {self.num_classes})"
             )
-        if self.ranges is not None and not self.ranges[label, 0] <= key < self.ranges[label, 1]:
+        if self._starts is not None and not self._starts[label] <= key < self._ends[label]:
             raise RecordIOError(
                 f"{self.where(i)}: label {label} disagrees with the identity records "
-                f"(identity {label} owns keys [{self.ranges[label, 0]}, {self.ranges[label, 1]}))"
+                f"(identity {label} owns keys [{self._starts[label]}, {self._ends[label]}))"
             )
         return image, label
 
@@ -163,13 +172,23 @@ class BytesImages:
         return self.images[i], i
 
 
+def _uint8_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty uint8 tensor; in shared memory inside a DataLoader worker, as default_collate
+    makes its batches."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
 class EncodedImageDataset(Dataset):
     """Decode a source's images per batch to uint8 (B, 3, H, W) at one size, with targets.
 
     Images of another size are resized (antialiased) to ``size`` (default: the first image's).
     A corrupt sample raises
     :class:`CorruptImageError` / :class:`RecordIOError`; with ``skip_corrupt`` it is left out of
-    its batch and counted in the log.
+    its batch and counted in the log. ``flip``: flip each image left-right with probability 0.5
+    (training sets).
     """
 
     def __init__(
@@ -177,6 +196,7 @@ class EncodedImageDataset(Dataset):
         source: ImageSource,
         size: tuple[int, int] | None = None,
         skip_corrupt: bool = False,
+        flip: bool = False,
     ):
         if len(source) == 0:
             raise ValueError("dataset has no images")
@@ -185,6 +205,7 @@ class EncodedImageDataset(Dataset):
             size = decode_rgb(source.read(0)[0], source.where(0)).shape[1:]
         self.size = tuple(size)
         self.skip_corrupt = skip_corrupt
+        self.flip = flip
         self.skipped = 0
 
     def __len__(self) -> int:
@@ -192,8 +213,11 @@ class EncodedImageDataset(Dataset):
 
     def _load(self, i: int) -> tuple[torch.Tensor, int]:
         data, target = self.source.read(i)
-        image = decode_rgb(data, self.source.where(i))
-        if tuple(image.shape[1:]) != self.size:
+        try:
+            image = decode_rgb(data)
+        except CorruptImageError as e:  # located only when it happens: where() costs µs
+            raise CorruptImageError(f"{self.source.where(i)}: {e}") from None
+        if image.shape[1:] != self.size:
             image = (
                 F.interpolate(image[None].float(), self.size, mode="bilinear", antialias=True)[0]
                 .round_()
@@ -206,7 +230,11 @@ class EncodedImageDataset(Dataset):
         return self._load(i)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = [], []
+        # each image goes into the batch while it is still in cache, flipped on the way when
+        # chosen; inside a DataLoader worker the batch is made in shared memory (no copy to send)
+        batch = _uint8_buffer((len(indices), *self.size, 3))
+        flips = (torch.rand(len(indices)) < 0.5).tolist() if self.flip else None
+        targets: list[int] = []
         for i in indices:
             try:
                 image, target = self._load(i)
@@ -218,12 +246,13 @@ class EncodedImageDataset(Dataset):
                     "skipped corrupt sample (%d so far in this process): %s", self.skipped, e
                 )
                 continue
-            images.append(image)
+            hwc = image.permute(1, 2, 0)
+            j = len(targets)
+            batch[j] = hwc.flip(1) if flips and flips[j] else hwc
             targets.append(target)
-        if not images:
+        if not targets:
             raise CorruptImageError(
                 f"every sample of a batch was corrupt (indices {indices[:8]}...)"
             )
-        # decoders give CHW views of HWC buffers: stacking those is a plain copy (3x faster)
-        batch = torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+        batch = batch[: len(targets)].permute(0, 3, 1, 2)
         return batch, torch.tensor(targets, dtype=torch.long)

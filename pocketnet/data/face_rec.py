@@ -158,11 +158,14 @@ def open_rec(rec_dir: str | Path) -> tuple[RecordReader, RecLayout]:
     return reader, read_layout(reader, prop)
 
 
-def rec_dataset(rec_dir: str | Path, skip_corrupt: bool = False) -> tuple[EncodedImageDataset, int]:
+def rec_dataset(
+    rec_dir: str | Path, skip_corrupt: bool = False, flip: bool = False
+) -> tuple[EncodedImageDataset, int]:
     """The training images of a pack as a dataset of (uint8 image, identity), and num_classes."""
     reader, layout = open_rec(rec_dir)
     source = RecordImages(reader, layout.image_keys, layout.num_classes, layout.ranges)
-    return EncodedImageDataset(source, layout.image_size, skip_corrupt), layout.num_classes
+    dataset = EncodedImageDataset(source, layout.image_size, skip_corrupt, flip)
+    return dataset, layout.num_classes
 
 
 @dataclass
@@ -246,7 +249,8 @@ def unpack_rec(rec_dir: str | Path, out_folder: str | Path, progress: bool = Tru
         if label not in made:
             folder.mkdir(parents=True, exist_ok=True)
             made.add(label)
-        ext = next((e for magic, e in _EXTENSIONS.items() if data.startswith(magic)), "img")
+        head = bytes(data[:4])
+        ext = next((e for magic, e in _EXTENSIONS.items() if head.startswith(magic)), "img")
         (folder / f"{int(source.keys[i]):0{key_width}d}.{ext}").write_bytes(data)
     return len(source)
 

@@ -57,7 +57,9 @@ def scan_identity_folders(root: str | Path, skip_empty: bool = False) -> Identit
     return IdentityFolders(root, folders, skipped)
 
 
-def folder_dataset(root: str | Path, skip_corrupt: bool = False) -> tuple[EncodedImageDataset, int]:
+def folder_dataset(
+    root: str | Path, skip_corrupt: bool = False, flip: bool = False
+) -> tuple[EncodedImageDataset, int]:
     """Training images of an identity folder as (uint8 image, label), and num_classes.
 
     Every image is brought to the first image's size.
@@ -67,5 +69,5 @@ def folder_dataset(root: str | Path, skip_corrupt: bool = False) -> tuple[Encode
     for label, (_, files) in enumerate(identities.folders):
         paths += files
         labels += [label] * len(files)
-    dataset = EncodedImageDataset(FileImages(paths, labels), skip_corrupt=skip_corrupt)
+    dataset = EncodedImageDataset(FileImages(paths, labels), None, skip_corrupt, flip)
     return dataset, len(identities.folders)

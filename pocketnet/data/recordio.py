@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -40,8 +39,7 @@ class RecordIOError(ValueError):
     """A RecordIO file is malformed; the message names the file, key and byte offset."""
 
 
-@dataclass(frozen=True)
-class IRHeader:
+class IRHeader(NamedTuple):
     """insightface/mxnet image record header; ``labels`` holds the flag > 0 label array."""
 
     flag: int
@@ -64,19 +62,21 @@ def pack_record(header: IRHeader, image: bytes = b"") -> bytes:
     return _HEADER.pack(0, header.label, header.id, header.id2) + image
 
 
-def unpack_record(payload: bytes, where: str = "record") -> tuple[IRHeader, bytes]:
+def unpack_record(
+    payload: bytes | memoryview, where: str = ""
+) -> tuple[IRHeader, bytes | memoryview]:
     """Split a payload into its header and the encoded image that follows it."""
+    at = f"{where}: " if where else ""
     if len(payload) < _HEADER.size:
         raise RecordIOError(
-            f"{where}: payload of {len(payload)} bytes is shorter than the 24-byte header"
+            f"{at}payload of {len(payload)} bytes is shorter than the 24-byte header"
         )
     flag, label, id_, id2 = _HEADER.unpack_from(payload)
     end = _HEADER.size + 4 * flag
     if flag > 0:
         if len(payload) < end:
             raise RecordIOError(
-                f"{where}: header announces {flag} labels but the payload has only "
-                f"{len(payload)} bytes"
+                f"{at}header announces {flag} labels but the payload has only {len(payload)} bytes"
             )
         labels = tuple(float(v) for v in np.frombuffer(payload, "<f4", flag, _HEADER.size))
         return IRHeader(flag, label, id_, id2, labels), payload[end:]
@@ -174,13 +174,14 @@ class RecordReader:
     def read(self, key: int) -> bytes:
         """The payload of record ``key`` (split parts joined, magic re-inserted)."""
         i = self.position(key)
-        return self.read_at(int(self.offsets[i]), key, int(self.spans[i]))
+        return bytes(self.read_at(int(self.offsets[i]), key, int(self.spans[i])))
 
-    def read_at(self, offset: int, key: int = -1, span: int = 8) -> bytes:
+    def read_at(self, offset: int, key: int = -1, span: int = 8) -> bytes | memoryview:
         """The payload of the record starting at byte ``offset``.
 
         ``span`` bytes (up to the next indexed record) are fetched in one system call; a record
-        reaching further is read on, chunk by chunk.
+        reaching further is read on, chunk by chunk. A whole record comes back as a memoryview
+        of the bytes read (no copy), a split one as joined bytes.
         """
         buf = os.pread(self._handle(), span, offset)
         parts: list[bytes] = []
@@ -203,7 +204,7 @@ class RecordReader:
             end = pos + 8 + length
             if end > len(buf):
                 buf += self._read(offset + len(buf), end - len(buf), key, "payload")
-            parts.append(buf[pos + 8 : end])
+            parts.append(memoryview(buf)[pos + 8 : end])
             pos = end + (-length % 4)
             if cflag in (0, 3):
                 return parts[0] if len(parts) == 1 else _MAGIC_BYTES.join(parts)

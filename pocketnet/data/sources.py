@@ -29,7 +29,7 @@ Source = Callable[[Any], tuple[Dataset, int, list[VerificationSet]]]
 def _synthetic(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
     spec = SyntheticSpec(**{f.name: cfg[f.name] for f in fields(SyntheticSpec)})
     faces = load_or_generate(spec, cfg.cache_dir)
-    train = ArrayFaceDataset(faces.train_images, faces.train_labels)
+    train = ArrayFaceDataset(faces.train_images, faces.train_labels, cfg.flip)
     pairs = VerificationSet(
         "synthetic",
         ArrayImageDataset(faces.pair_images),
@@ -81,12 +81,12 @@ def _verification_sets(cfg: Any) -> list[VerificationSet]:
 
 
 def _rec(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    train, num_classes = rec_dataset(cfg.root, cfg.skip_corrupt)
+    train, num_classes = rec_dataset(cfg.root, cfg.skip_corrupt, cfg.flip)
     return train, num_classes, _verification_sets(cfg)
 
 
 def _folder(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    train, num_classes = folder_dataset(cfg.root, cfg.skip_corrupt)
+    train, num_classes = folder_dataset(cfg.root, cfg.skip_corrupt, cfg.flip)
     return train, num_classes, _verification_sets(cfg)
 
 

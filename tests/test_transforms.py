@@ -1,0 +1,61 @@
+"""Batch transform (normalise, colour order, resize) and the per-image random flip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pocketnet.data.datasets import ArrayFaceDataset
+from pocketnet.data.transforms import FaceBatchTransform, normalize, random_hflip_
+
+
+def _channels_last_batch(n: int = 6, size: int = 8) -> torch.Tensor:
+    nhwc = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8)
+    return nhwc.permute(0, 3, 1, 2)  # as the loaders make them
+
+
+def test_normalize_maps_0_and_255_to_minus_1_and_1():
+    x = normalize(torch.tensor([0, 127, 255], dtype=torch.uint8))
+    assert torch.allclose(x, torch.tensor([-1.0, 127 / 127.5 - 1, 1.0]), atol=1e-6)
+
+
+def test_random_hflip_flips_exactly_the_drawn_images_in_place():
+    batch = _channels_last_batch()
+    before = batch.clone()
+    torch.manual_seed(1)
+    drawn = (torch.rand(len(batch)) < 0.5).tolist()
+    torch.manual_seed(1)
+    assert random_hflip_(batch) is batch
+    for i, flipped in enumerate(drawn):
+        assert torch.equal(batch[i], before[i].flip(2) if flipped else before[i])
+    assert 0 < sum(drawn) < len(drawn)
+
+
+def test_transform_rgb_bgr_and_resize():
+    batch = _channels_last_batch(size=16)
+    rgb = FaceBatchTransform("rgb")(batch)
+    assert rgb.dtype == torch.float32 and rgb.shape == (6, 3, 16, 16)
+    assert torch.allclose(rgb, batch.float() / 127.5 - 1, atol=1e-6)
+    bgr = FaceBatchTransform("bgr")(batch)
+    assert torch.equal(bgr, rgb.flip(1))
+    small = FaceBatchTransform("rgb", resolution=8)(batch)
+    assert small.shape == (6, 3, 8, 8)
+    assert torch.allclose(small.mean(), rgb.mean(), atol=0.05)
+    with pytest.raises(ValueError, match="expected uint8 images of shape"):
+        FaceBatchTransform("rgb")(batch.float())
+    with pytest.raises(ValueError, match="data.color must be 'rgb' or 'bgr'"):
+        FaceBatchTransform("grey")
+
+
+def test_array_dataset_flips_only_when_asked():
+    images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(10)
+    plain = ArrayFaceDataset(images, labels).__getitems__(list(range(10)))[0]
+    assert torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2))
+    torch.manual_seed(0)
+    flipped = ArrayFaceDataset(images, labels, flip=True).__getitems__(list(range(10)))[0]
+    same = [torch.equal(flipped[i], plain[i]) for i in range(10)]
+    mirrored = [torch.equal(flipped[i], plain[i].flip(2)) for i in range(10)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    assert 0 < sum(mirrored) < 10
