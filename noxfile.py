@@ -46,3 +46,5 @@ def bench(session: nox.Session) -> None:
     _install(session)
     session.run("python", "benchmarks/bench_teacher_step.py", *session.posargs)
     session.run("python", "benchmarks/bench_verification.py")
+    session.run("python", "benchmarks/bench_data.py")
+    session.run("python", "benchmarks/bench_backbones.py")

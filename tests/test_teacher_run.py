@@ -101,3 +101,15 @@ def test_unusable_data_path_is_reported_before_training(tmp_path):
     cfg = compose_run(tmp_path, [*FAST, f"data.cache_dir={blocker}/synthetic"])
     with pytest.raises(SetupError, match="not_a_folder"):
         run(cfg)
+
+
+def test_teacher_trains_a_pocketnet_and_its_bank_rebuilds_it(tmp_path):
+    overrides = [*FAST, "backbone=pocketnet_s_128", "+backbone.model_kwargs={C: 4, n_cells: 3}"]
+    cfg = compose_run(tmp_path, overrides)
+    row = run(cfg)
+    assert 0.0 <= row["synthetic acc"] <= 1.0
+    bank = TeacherBank(cfg.stage.bank.dir)
+    payload = bank.load(bank.entries()[-1])
+    rebuilt = backbone_from_config(payload["model_config"]["backbone"], 32)
+    rebuilt.load_state_dict(payload["backbone"])
+    assert type(rebuilt).__name__ == "PocketNet" and len(rebuilt.cells) == 3

@@ -91,14 +91,28 @@ class FaceFilesDataConfig(DataConfig):
 
 @dataclass
 class TimmBackboneConfig:
-    """A timm ResNet-family trunk adapted to faces with the face embedding head."""
+    """``backbone.kind=timm``: any timm CNN adapted to face crops (see models/backbone.py)."""
 
     kind: str = "timm"
     name: str = MISSING
     embedding_size: int = 512
-    stem_stride: int = 2
+    stem_stride: int | None = None  # None: the trunk reduces by 16 (7x7 at 112)
     dropout: float = 0.0
+    embedding_head: str = "fc"  # fc | gdc
     timm_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FaceNetBackboneConfig:
+    """``backbone.kind=face``: pocketnet's registered face nets (iresnet*, mobilefacenet,
+    pocketnet_*), built with ``timm.create_model``; ``checkpoint`` loads a backbone state_dict
+    (an insightface backbone.pth or an official PocketNet checkpoint) strictly."""
+
+    kind: str = "face"
+    name: str = MISSING
+    embedding_size: int = 512
+    checkpoint: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -279,7 +293,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "rec": FaceFilesDataConfig,
         "folder": FaceFilesDataConfig,
     },
-    "backbone": {"timm": TimmBackboneConfig},
+    "backbone": {"timm": TimmBackboneConfig, "face": FaceNetBackboneConfig},
     "stage": {"teacher": TeacherStageConfig},
 }
 

@@ -1,10 +1,22 @@
-"""Face backbones: a timm trunk adapted to face crops plus the face embedding head.
+"""Face backbones from timm: a timm trunk adapted to face crops plus a face embedding head.
 
-Face crops are small (112x112) compared with ImageNet images, so the ResNet stem is adapted: a
-single 3x3 convolution (stride ``stem_stride``, 2 by default) and no max-pool, which halves the
-ImageNet stem's /4. The trunk then reduces by 16 in all: 112 -> 56 (stem) -> 56 -> 28 -> 14 -> 7,
-the 7x7 map of insightface's iresnet that the embedding head expects (at 48: 3x3). The head is
-insightface's: BN2d -> dropout -> flatten -> linear -> BN1d (the last BN's scale frozen at 1).
+ImageNet trunks reduce by 32 (224 -> 7); a face crop is 112 px, and face heads expect a 7x7 map,
+so the trunk is made to reduce by 16 (``stem_stride=None``, the default):
+
+- ResNet family (a single ``conv1`` + ``maxpool`` stem): the stem becomes one 3x3 convolution of
+  stride 2 and the max-pool goes, as in insightface's iresnet: 112 -> 56 -> 56 -> 28 -> 14 -> 7;
+- any other model (MobileNetV2/V3, EfficientNet, RegNet, GhostNet, ConvNeXt, ...): the first
+  strided convolution (the stem) has its stride halved (2 -> 1, ConvNeXt's 4 -> 2).
+
+An integer ``stem_stride`` sets that stem stride instead. At lower resolutions the map is
+``ceil(s / 16)`` (96 -> 6, 64 and 56 -> 4, 48 -> 3, 32 -> 2); the head is sized for the map of the
+``input_size`` it is built for. Heads: ``fc`` is insightface's BN2d -> dropout -> flatten ->
+linear -> BN1d (the last BN's scale frozen at 1); ``gdc`` (MobileFaceNet's global depthwise
+convolution: a depthwise conv over the whole map -> BN -> linear -> BN1d) keeps wide, light
+trunks such as MobileNet light (an FC over 1280x7x7 would hold 32 M weights).
+
+``feature_taps`` names the trunk's last four feature stages (timm's ``feature_info``) and the
+embedding head by module path, for forward hooks.
 """
 
 from __future__ import annotations
@@ -28,25 +40,68 @@ class EmbeddingHead(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels * spatial[0] * spatial[1], embedding_size)
-        self.features = nn.BatchNorm1d(embedding_size)
-        nn.init.constant_(self.features.weight, 1.0)
-        self.features.weight.requires_grad = False
+        self.features = _frozen_scale_bn(embedding_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.bn(x))
         return self.features(self.fc(torch.flatten(x, 1)))
 
 
-class FaceBackbone(nn.Module):
-    """A trunk producing a feature map and an :class:`EmbeddingHead` producing the embedding."""
+class GDCHead(nn.Module):
+    """Global depthwise conv over the whole map -> BN -> dropout -> linear -> BN1d."""
 
-    def __init__(self, trunk: nn.Module, input_size: int, embedding_size: int, dropout: float):
+    def __init__(
+        self, channels: int, spatial: tuple[int, int], embedding_size: int, dropout: float
+    ):
         super().__init__()
+        self.gdc = nn.Conv2d(channels, channels, spatial, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, embedding_size, bias=False)
+        self.features = _frozen_scale_bn(embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(torch.flatten(self.bn(self.gdc(x)), 1))
+        return self.features(self.fc(x))
+
+
+def _frozen_scale_bn(size: int) -> nn.BatchNorm1d:
+    bn = nn.BatchNorm1d(size)
+    nn.init.constant_(bn.weight, 1.0)
+    bn.weight.requires_grad = False
+    return bn
+
+
+HEADS = {"fc": EmbeddingHead, "gdc": GDCHead}
+
+
+class FaceBackbone(nn.Module):
+    """A trunk producing a feature map and an embedding head (``fc`` or ``gdc``)."""
+
+    size_dependent_keys: tuple[str, ...] = ("head.fc.weight", "head.gdc.weight")
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        input_size: int,
+        embedding_size: int,
+        dropout: float,
+        head: str = "fc",
+    ):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"embedding head {head!r} is not known; valid: {sorted(HEADS)}")
         self.trunk = trunk
         self.input_size = input_size
         self.embedding_size = embedding_size
         channels, height, width = _feature_shape(trunk, input_size)
-        self.head = EmbeddingHead(channels, (height, width), embedding_size, dropout)
+        self.head = HEADS[head](channels, (height, width), embedding_size, dropout)
+
+    @property
+    def feature_taps(self) -> dict[str, str]:
+        """Module paths of the last four feature stages and of the embedding head."""
+        stages = [f"trunk.{info['module']}" for info in self.trunk.feature_info][-4:]
+        return {**{f"stage{i + 1}": p for i, p in enumerate(stages)}, "embedding": "head"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk.forward_features(x))
@@ -55,34 +110,51 @@ class FaceBackbone(nn.Module):
 def _feature_shape(trunk: nn.Module, input_size: int) -> tuple[int, int, int]:
     was_training = trunk.training
     trunk.eval()
-    with torch.no_grad():
-        out = trunk.forward_features(torch.zeros(1, 3, input_size, input_size))
-    trunk.train(was_training)
+    try:
+        with torch.no_grad():
+            out = trunk.forward_features(torch.zeros(1, 3, input_size, input_size))
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise ValueError(f"the trunk cannot run on {input_size}x{input_size} faces: {e}") from None
+    finally:
+        trunk.train(was_training)
     if out.ndim != 4 or min(out.shape[2:]) < 1:
-        raise ValueError(f"trunk gives features of shape {tuple(out.shape)} at input {input_size}")
+        raise ValueError(
+            f"the trunk gives features of shape {tuple(out.shape)} at input {input_size}, not a "
+            "(N, C, H, W) feature map; pick a CNN"
+        )
     return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
 
 
-def _adapt_resnet_stem(trunk: nn.Module, stem_stride: int) -> None:
-    conv = trunk.conv1
-    if not isinstance(conv, nn.Conv2d):
-        raise ValueError(
-            f"face stem adaptation needs a single-conv ResNet stem; {type(trunk).__name__} has "
-            f"{type(conv).__name__} (use a plain ResNet: resnet18, resnet34, resnet50, ...)"
-        )
-    trunk.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stem_stride, 1, bias=False)
-    trunk.maxpool = nn.Identity()
+def _adapt_stem(trunk: nn.Module, name: str, stem_stride: int | None) -> None:
+    """Make the trunk reduce by 16 instead of 32 (or set the stem stride; see module doc)."""
+    if isinstance(getattr(trunk, "conv1", None), nn.Conv2d) and hasattr(trunk, "maxpool"):
+        conv = trunk.conv1
+        stride = 2 if stem_stride is None else stem_stride
+        trunk.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride, 1, bias=False)
+        trunk.maxpool = nn.Identity()
+        return
+    conv = next((m for m in trunk.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1), None)
+    if conv is None:
+        raise ValueError(f"'{name}' has no strided convolution stem to adapt to face crops")
+    if stem_stride is None:
+        if trunk.feature_info[-1]["reduction"] != 32:
+            return  # already a 1/16 trunk
+        stem_stride = conv.stride[0] // 2
+    conv.stride = (stem_stride, stem_stride)
+    if conv.padding == (0, 0) and conv.kernel_size[0] > stem_stride:  # patchify stems
+        conv.padding = ((conv.kernel_size[0] - stem_stride) // 2,) * 2
 
 
 def build_backbone(
     name: str,
     embedding_size: int = 512,
     input_size: int = 112,
-    stem_stride: int = 2,
+    stem_stride: int | None = None,
     dropout: float = 0.0,
+    embedding_head: str = "fc",
     **timm_kwargs,
 ) -> FaceBackbone:
-    """Build a face backbone from a timm ResNet-family name.
+    """Build a face backbone from any timm model name with feature maps.
 
     ``timm_kwargs`` go to :func:`timm.create_model`, e.g. ``channels=(32, 64, 128, 256)`` and
     ``stem_width=32`` for a narrow ResNet18.
@@ -92,7 +164,7 @@ def build_backbone(
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
         raise ValueError(f"unknown timm model '{name}'; closest timm names: {close}")
     trunk = timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **timm_kwargs)
-    if not hasattr(trunk, "conv1") or not hasattr(trunk, "maxpool"):
-        raise ValueError(f"'{name}' is not a ResNet-family model (no conv1/maxpool stem)")
-    _adapt_resnet_stem(trunk, stem_stride)
-    return FaceBackbone(trunk, input_size, embedding_size, dropout)
+    if not hasattr(trunk, "forward_features") or not getattr(trunk, "feature_info", None):
+        raise ValueError(f"'{name}' gives no feature maps (timm feature_info); pick a CNN")
+    _adapt_stem(trunk, name, stem_stride)
+    return FaceBackbone(trunk, input_size, embedding_size, dropout, embedding_head)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import timm
 from omegaconf import DictConfig, OmegaConf
+from timm.models import load_checkpoint
+from torch import nn
 
-from pocketnet.models.backbone import FaceBackbone, build_backbone
+from pocketnet.models.backbone import build_backbone
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.timm_models import FACE_MODELS
 
 __all__ = ["backbone_from_config", "head_from_config"]
 
@@ -25,19 +30,49 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def backbone_from_config(cfg: Any, input_size: int) -> FaceBackbone:
-    """A backbone from ``backbone`` (kind ``timm``) at the data's input resolution."""
+def backbone_from_config(cfg: Any, input_size: int) -> nn.Module:
+    """A backbone from ``backbone`` (kind ``timm`` or ``face``) at the data's input resolution."""
     cfg = _plain(cfg)
-    if cfg["kind"] != "timm":
-        raise ValueError(f"backbone.kind={cfg['kind']!r} is not known; valid: ['timm']")
-    return build_backbone(
-        cfg["name"],
-        cfg["embedding_size"],
-        input_size,
-        cfg["stem_stride"],
-        cfg["dropout"],
-        **_tuples(cfg["timm_kwargs"]),
-    )
+    if cfg["kind"] == "timm":
+        return build_backbone(
+            cfg["name"],
+            cfg["embedding_size"],
+            input_size,
+            cfg["stem_stride"],
+            cfg["dropout"],
+            cfg["embedding_head"],
+            **_tuples(cfg["timm_kwargs"]),
+        )
+    if cfg["kind"] == "face":
+        if cfg["name"] not in FACE_MODELS:
+            raise ValueError(
+                f"backbone.name={cfg['name']!r} is not a pocketnet face net; valid: "
+                f"{FACE_MODELS} (any other timm model: backbone=timm backbone.name=...)"
+            )
+        model = timm.create_model(
+            cfg["name"],
+            embedding_size=cfg["embedding_size"],
+            input_size=input_size,
+            **cfg["model_kwargs"],
+        )
+        if cfg["checkpoint"] is not None:
+            _load_backbone(model, cfg["checkpoint"], cfg["name"], input_size)
+        return model
+    raise ValueError(f"backbone.kind={cfg['kind']!r} is not known; valid: ['face', 'timm']")
+
+
+def _load_backbone(model: nn.Module, path: str, name: str, input_size: int) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"backbone.checkpoint: {path} does not exist")
+    try:
+        load_checkpoint(model, path, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise ValueError(
+            f"backbone.checkpoint: {path} does not fit {name} at input_size {input_size} "
+            f"(size-dependent keys {list(model.size_dependent_keys)} follow the input size): "
+            f"{detail}"
+        ) from None
 
 
 def head_from_config(cfg: Any, embedding_size: int, num_classes: int) -> MarginHead:

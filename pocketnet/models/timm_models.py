@@ -1,0 +1,167 @@
+"""Register the face backbones with timm: insightface ``iresnet18/50/100`` and ``mobilefacenet``,
+and the PocketNet presets ``pocketnet_{s,m}_{128,256}``. ``import pocketnet`` does this.
+
+``timm.create_model("iresnet50", embedding_size=512, checkpoint_path="backbone.pth")`` builds the
+model and loads an insightface ``backbone.pth`` (a plain state_dict; timm also unwraps
+``state_dict``/``model`` entries and ``module.`` prefixes) with ``strict=True``; an official
+PocketNet checkpoint loads the same way into ``pocketnet_s_128`` etc.
+
+Arguments (timm 1.0): ``create_model`` drops every kwarg that is None, consumes
+``checkpoint_path``, ``scriptable``, ``exportable`` and ``no_jit`` itself, and always passes
+``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay`` and ``cache_dir`` to the
+entrypoint. Here:
+
+- ``pretrained=True`` raises: timm hosts no weights for these names (use ``checkpoint_path``);
+- ``pretrained_cfg`` (also a tag, ``"iresnet50.tag"``) raises: there are no pretrained configs;
+- ``pretrained_cfg_overlay`` updates ``model.pretrained_cfg``, the face data config timm's
+  ``resolve_data_config`` reads (``input_size`` (3, s, s), mean = std = 0.5, i.e.
+  ``(x / 255 - 0.5) / 0.5``);
+- ``cache_dir`` is ignored (only used to download weights);
+- ``num_classes`` may only be 0 (timm's "no classifier"): these are embedding networks; a margin
+  head does the classes;
+- model kwargs: ``embedding_size``, ``input_size``; iresnet also ``dropout``; PocketNet also
+  ``genotype``, ``C``, ``n_cells`` (the name only sets defaults: ``pocketnet_s_128`` with
+  ``embedding_size=256`` is exactly ``pocketnet_s_256``); anything else raises TypeError.
+
+Name clashes: timm 1.0.31 has no model by these names. Should timm (or another module) register
+one of them first, importing this module raises RuntimeError instead of overwriting it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import timm
+from timm.models import model_entrypoint, register_model
+from torch import nn
+
+from pocketnet.models.iresnet import IRESNET_LAYERS, IResNet
+from pocketnet.models.mobilefacenet import MobileFaceNet
+from pocketnet.models.pocketnet.network import PocketNet, build_pocketnet
+
+__all__ = [
+    "FACE_MODELS",
+    "iresnet18",
+    "iresnet50",
+    "iresnet100",
+    "mobilefacenet",
+    "pocketnet_m_128",
+    "pocketnet_m_256",
+    "pocketnet_s_128",
+    "pocketnet_s_256",
+]
+
+FACE_MODELS: list[str] = []  # the names registered here, in registration order
+
+
+def check_name_free(name: str) -> None:
+    """Raise if timm already has ``name`` from a module other than this one."""
+    if timm.is_model(name):
+        owner = model_entrypoint(name).__module__
+        if owner != __name__:
+            raise RuntimeError(
+                f"timm already registers '{name}' (from {owner}); pocketnet's face model "
+                f"'{name}' would overwrite it. Rename one of them."
+            )
+
+
+def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    check_name_free(fn.__name__)
+    FACE_MODELS.append(fn.__name__)
+    return register_model(fn)
+
+
+def _face_data_cfg(name: str, input_size: int) -> dict[str, Any]:
+    return {
+        "architecture": name,
+        "input_size": (3, input_size, input_size),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "num_classes": 0,
+    }
+
+
+def _create(
+    name: str, build: Callable[..., nn.Module], pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    if pretrained:
+        raise ValueError(
+            f"{name}: timm hosts no weights for it; load a checkpoint (e.g. an insightface "
+            f"backbone.pth) with timm.create_model('{name}', checkpoint_path=...)"
+        )
+    if kwargs.pop("pretrained_cfg", None) is not None:
+        raise ValueError(
+            f"{name} has no pretrained configs or tags; use pretrained_cfg_overlay to change "
+            "its data config"
+        )
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    kwargs.pop("cache_dir", None)
+    num_classes = kwargs.pop("num_classes", 0)
+    if num_classes:
+        raise ValueError(
+            f"{name} outputs an embedding and has no classifier: num_classes must be 0, got "
+            f"{num_classes} (set embedding_size, and use a margin head for classes)"
+        )
+    model = build(**kwargs)
+    model.pretrained_cfg = {**_face_data_cfg(name, model.input_size), **overlay}
+    return model
+
+
+@_register
+def iresnet18(pretrained: bool = False, **kwargs: Any) -> IResNet:
+    """insightface iresnet18 (stages 2-2-2-2)."""
+    return _create("iresnet18", partial(IResNet, IRESNET_LAYERS["iresnet18"]), pretrained, kwargs)
+
+
+@_register
+def iresnet50(pretrained: bool = False, **kwargs: Any) -> IResNet:
+    """insightface iresnet50 (stages 3-4-14-3)."""
+    return _create("iresnet50", partial(IResNet, IRESNET_LAYERS["iresnet50"]), pretrained, kwargs)
+
+
+@_register
+def iresnet100(pretrained: bool = False, **kwargs: Any) -> IResNet:
+    """insightface iresnet100 (stages 3-13-30-3), the PocketNet teacher."""
+    return _create("iresnet100", partial(IResNet, IRESNET_LAYERS["iresnet100"]), pretrained, kwargs)
+
+
+@_register
+def mobilefacenet(pretrained: bool = False, **kwargs: Any) -> MobileFaceNet:
+    """arcface_torch's MobileFaceNet (``mbf``)."""
+    return _create("mobilefacenet", MobileFaceNet, pretrained, kwargs)
+
+
+@_register
+def pocketnet_s_128(pretrained: bool = False, **kwargs: Any) -> PocketNet:
+    """PocketNetS-128: C=16, 18 cells, 128-d embedding (925,632 parameters)."""
+    return _create(
+        "pocketnet_s_128", partial(build_pocketnet, "pocketnet_s_128"), pretrained, kwargs
+    )
+
+
+@_register
+def pocketnet_s_256(pretrained: bool = False, **kwargs: Any) -> PocketNet:
+    """PocketNetS-256: C=16, 18 cells, 256-d embedding (991,424 parameters)."""
+    return _create(
+        "pocketnet_s_256", partial(build_pocketnet, "pocketnet_s_256"), pretrained, kwargs
+    )
+
+
+@_register
+def pocketnet_m_128(pretrained: bool = False, **kwargs: Any) -> PocketNet:
+    """PocketNetM-128: C=32, 9 cells, 128-d embedding (1,686,656 parameters)."""
+    return _create(
+        "pocketnet_m_128", partial(build_pocketnet, "pocketnet_m_128"), pretrained, kwargs
+    )
+
+
+@_register
+def pocketnet_m_256(pretrained: bool = False, **kwargs: Any) -> PocketNet:
+    """PocketNetM-256: C=32, 9 cells, 256-d embedding (1,752,448 parameters)."""
+    return _create(
+        "pocketnet_m_256", partial(build_pocketnet, "pocketnet_m_256"), pretrained, kwargs
+    )
