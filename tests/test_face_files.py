@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from pocketnet.data.encoded import BytesImages
+from pocketnet.data.encoded import BytesImages, decode_rgb
 from pocketnet.data.folders import folder_dataset
 from pocketnet.data.pairs import read_pairs, stratified_order
 from pocketnet.data.sources import bin_verification_set, pairs_verification_set
@@ -189,3 +191,17 @@ def test_bad_data_paths_stop_before_training(tmp_path, override, message):
     cfg = compose_run(tmp_path, [*FAST, "data=lfw_dev", override])
     with pytest.raises(SetupError, match=message):
         run(cfg)
+
+
+def test_16_bit_png_and_animated_gif_decode_to_8_bit_rgb():
+    grey16 = np.full((4, 6), 28000, dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey16).save(buf, "PNG")
+    image = decode_rgb(buf.getvalue())
+    assert image.dtype == torch.uint8 and image.shape == (3, 4, 6)
+    assert int(image.max()) == 28000 >> 8
+    frames = [Image.new("RGB", (5, 5), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    gif = decode_rgb(buf.getvalue())
+    assert gif.shape == (3, 5, 5) and int(gif[0].float().mean()) > 200

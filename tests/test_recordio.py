@@ -314,3 +314,24 @@ def test_empty_identity_folder(faces, tmp_path):
         pack_folder(folder, tmp_path / "pack", progress=False)
     summary = pack_folder(folder, tmp_path / "pack", skip_empty=True, progress=False)
     assert summary.identities == 4 and summary.skipped_folders == ["Empty_Person"]
+
+
+@pytest.mark.parametrize(
+    "text,line",
+    [("1\t2\t3\t4\n\n", 1), ("1\t2\t3\n4\n", 1), ("1\t0\n2 16\n", 2)],
+)
+def test_index_lines_must_each_hold_one_key_and_one_offset(tmp_path, text, line):
+    (tmp_path / "x.idx").write_text(text)
+    with pytest.raises(RecordIOError, match=rf"x\.idx:{line}: expected"):
+        read_index(tmp_path / "x.idx")
+
+
+def test_non_finite_label_is_a_record_error(tmp_path):
+    face = (LFW_DEV / "test" / "Abdullah_Gul" / "Abdullah_Gul_0013.jpg").read_bytes()
+    with RecordWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, pack_record(IRHeader(0, 0.0, 0, 0), face))
+        w.write(1, pack_record(IRHeader(0, float("nan"), 1, 0), face))
+    (tmp_path / "property").write_text("2,112,112\n")
+    dataset, _ = rec_dataset(tmp_path, skip_corrupt=True)
+    images, labels = dataset.__getitems__([0, 1])
+    assert labels.tolist() == [0] and dataset.skipped == 1

@@ -57,7 +57,12 @@ def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
     """
     try:
         if bytes(data[:4]).startswith(_TORCHVISION_FORMATS):
-            return decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+            image = decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+            if image.ndim == 4:  # an animated GIF: its first frame
+                image = image[0]
+            if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits
+                image = (image.to(torch.int32) >> 8).to(torch.uint8)
+            return image
         with Image.open(io.BytesIO(data)) as im:
             return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     except (RuntimeError, OSError, UnidentifiedImageError, ValueError) as e:
@@ -116,7 +121,7 @@ class RecordImages:
             header, image = unpack_record(payload)
         except RecordIOError as e:
             raise RecordIOError(f"{self.where(i)}: {e}") from None
-        label = int(header.first_label)
+        label = int(header.first_label) if math.isfinite(header.first_label) else -1
         if label != header.first_label or not 0 <= label < self.num_classes:
             raise RecordIOError(
                 f"{self.where(i)}: label {header.first_label} is not an identity in "

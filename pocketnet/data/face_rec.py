@@ -48,7 +48,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_EXTENSIONS = {b"\xff\xd8": "jpg", b"\x89PNG": "png", b"BM": "bmp", b"GIF8": "gif", b"RIFF": "webp"}
+_EXTENSIONS = {
+    b"\xff\xd8": "jpg",
+    b"\x89PNG": "png",
+    b"BM": "bmp",
+    b"GIF8": "gif",
+    b"RIFF": "webp",
+    b"II*\0": "tif",
+    b"MM\0*": "tif",
+    b"P5": "pgm",
+    b"P6": "ppm",
+}
+_MAX_FLOAT_KEY = 2**24  # record 0 and the identity records hold keys as float32
 
 
 def rec_paths(rec_dir: str | Path) -> tuple[Path, Path, Path]:
@@ -195,6 +206,11 @@ def pack_folder(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(len(files) for _, files in identities.folders)
+    if total + len(identities.folders) + 1 >= _MAX_FLOAT_KEY:
+        raise ValueError(
+            f"{folder}: {total:,} images + {len(identities.folders):,} identities exceed the "
+            f"classic layout's float32 keys (< {_MAX_FLOAT_KEY:,}); split the data set"
+        )
     first_id_key = total + 1
     size = None
     with RecordWriter(out_dir / "train.rec", out_dir / "train.idx") as writer:
@@ -250,7 +266,12 @@ def unpack_rec(rec_dir: str | Path, out_folder: str | Path, progress: bool = Tru
             folder.mkdir(parents=True, exist_ok=True)
             made.add(label)
         head = bytes(data[:4])
-        ext = next((e for magic, e in _EXTENSIONS.items() if head.startswith(magic)), "img")
+        ext = next((e for magic, e in _EXTENSIONS.items() if head.startswith(magic)), None)
+        if ext is None:
+            raise ValueError(
+                f"{source.where(i)}: unknown image format (first bytes {head!r}); known: "
+                f"{sorted(set(_EXTENSIONS.values()))}"
+            )
         (folder / f"{int(source.keys[i]):0{key_width}d}.{ext}").write_bytes(data)
     return len(source)
 

@@ -90,25 +90,36 @@ def read_index(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     located and reported with its line number.
     """
     path = Path(path)
-    text = path.read_bytes()
+    body = path.read_bytes().rstrip(b"\r\n")
     try:
-        table = np.array(text.split(), dtype=np.int64).reshape(-1, 2)
-        if len(table) != text.count(b"\n") + (not text.endswith(b"\n") and bool(text.strip())):
+        table = np.array(body.split(), dtype=np.int64).reshape(-1, 2)
+        if body and not _one_tab_per_line(body, len(table)):
             raise ValueError
     except ValueError:
-        for lineno, line in enumerate(text.decode(errors="replace").splitlines(), 1):
-            fields = line.split("\t")
-            if line.strip() and (len(fields) != 2 or not all(f.strip().isdigit() for f in fields)):
+        for lineno, line in enumerate(body.decode(errors="replace").split("\n"), 1):
+            fields = line.rstrip("\r").split("\t")
+            if len(fields) != 2 or not all(f.strip().isdigit() for f in fields):
                 raise RecordIOError(
                     f"{path}:{lineno}: expected '<key>\\t<byte offset>', got {line!r}"
                 ) from None
-        raise RecordIOError(f"{path}: blank lines inside the index") from None
+        raise RecordIOError(f"{path}: malformed index") from None
     order = np.argsort(table[:, 0], kind="stable")
     keys, offsets = table[order, 0], table[order, 1]
     dup = np.flatnonzero(keys[1:] == keys[:-1])
     if len(dup):
         raise RecordIOError(f"{path}: key {keys[dup[0]]} appears more than once")
     return keys, offsets
+
+
+def _one_tab_per_line(body: bytes, rows: int) -> bool:
+    """Every line of ``body`` holds exactly one tab (so each row is its own key and offset)."""
+    buf = np.frombuffer(body, np.uint8)
+    tabs = np.flatnonzero(buf == 9)
+    ends = np.append(np.flatnonzero(buf == 10), len(buf))
+    if len(tabs) != rows or len(ends) != rows:
+        return False
+    starts = np.concatenate([[-1], ends[:-1]])
+    return bool(np.all((tabs > starts) & (tabs < ends)))
 
 
 class RecordReader:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
 
+from pocketnet.data.encoded import decode_rgb
 from pocketnet.data.pairs import read_pairs
 
 __all__ = ["UnsafeBinError", "VerificationBin", "load_bin", "make_bin", "write_bin"]
@@ -62,8 +62,7 @@ class VerificationBin:
 
     def decode(self, i: int) -> torch.Tensor:
         """Image i as uint8 (3, H, W) RGB."""
-        data = torch.frombuffer(bytearray(self.images[i]), dtype=torch.uint8)
-        return decode_image(data, mode=ImageReadMode.RGB)
+        return decode_rgb(self.images[i], f"{self.name}.bin: image {i}")
 
 
 def load_bin(path: str | Path) -> VerificationBin:
