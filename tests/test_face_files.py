@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pocketnet.data.encoded import BytesImages, decode_rgb
+from pocketnet.data.encoded import BytesImages, FileImages, PackedBytes, decode_rgb
 from pocketnet.data.folders import folder_dataset
 from pocketnet.data.pairs import read_pairs, stratified_order
 from pocketnet.data.sources import bin_verification_set, pairs_verification_set
@@ -205,3 +205,12 @@ def test_16_bit_png_and_animated_gif_decode_to_8_bit_rgb():
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
     gif = decode_rgb(buf.getvalue())
     assert gif.shape == (3, 5, 5) and int(gif[0].float().mean()) > 200
+
+
+def test_packed_bytes_give_back_every_item_from_one_buffer():
+    items = [b"\xff\xd8abc", b"", b"x" * 1000, "é/ü.jpg".encode()]
+    packed = PackedBytes(items)
+    assert len(packed) == 4 and [bytes(packed[i]) for i in range(4)] == items
+    assert packed.buffer.nbytes == sum(map(len, items))  # one buffer, no per-item objects
+    files = FileImages(["/a/é.jpg", "/b/c.png"], [3, 4])
+    assert files.where(0) == "/a/é.jpg" and files.labels.tolist() == [3, 4]

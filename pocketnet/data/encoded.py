@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,7 @@ __all__ = [
     "EncodedImageDataset",
     "FileImages",
     "ImageSource",
+    "PackedBytes",
     "RecordImages",
     "decode_rgb",
 ]
@@ -135,36 +137,56 @@ class RecordImages:
         return image, label
 
 
+class PackedBytes:
+    """Byte strings held in one buffer with offsets, read back as memoryviews.
+
+    A list of millions of ``bytes``/``str`` objects is copied page by page into every forked
+    DataLoader worker as the workers touch the objects' reference counts; one numpy buffer is
+    never written, so the workers keep sharing its pages.
+    """
+
+    def __init__(self, items: Iterable[bytes]):
+        items = list(items)
+        self.offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in items], out=self.offsets[1:])
+        self.buffer = np.frombuffer(b"".join(items), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> memoryview:
+        return memoryview(self.buffer[self.offsets[i] : self.offsets[i + 1]])
+
+
 class FileImages:
     """Image files; target = the given label (identity) or the position in the list."""
 
     def __init__(self, paths: Sequence[str | Path], labels: Sequence[int] | None = None):
-        self.paths = [str(p) for p in paths]
-        self.labels = np.asarray(labels if labels is not None else range(len(self.paths)))
-        if len(self.labels) != len(self.paths):
-            raise ValueError(f"{len(self.paths)} image files but {len(self.labels)} labels")
+        self._paths = PackedBytes(os.fsencode(p) for p in paths)
+        self.labels = np.asarray(labels if labels is not None else range(len(self._paths)))
+        if len(self.labels) != len(self._paths):
+            raise ValueError(f"{len(self._paths)} image files but {len(self.labels)} labels")
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self._paths)
 
     def where(self, i: int) -> str:
-        return self.paths[i]
+        return os.fsdecode(bytes(self._paths[i]))
 
     def read(self, i: int) -> tuple[bytes, int]:
+        path = self.where(i)
         try:
-            with open(self.paths[i], "rb") as f:
+            with open(path, "rb") as f:
                 return f.read(), int(self.labels[i])
         except OSError as e:
-            raise CorruptImageError(
-                f"{self.paths[i]}: cannot read image file: {e.strerror}"
-            ) from None
+            raise CorruptImageError(f"{path}: cannot read image file: {e.strerror}") from None
 
 
 class BytesImages:
-    """Encoded images held as bytes (a verification .bin); target = the position."""
+    """Encoded images held in one buffer (a verification .bin); target = the position."""
 
-    def __init__(self, images: Sequence[bytes], name: str):
-        self.images = images
+    def __init__(self, images: Iterable[bytes], name: str):
+        self.images = PackedBytes(images)
         self.name = name
 
     def __len__(self) -> int:
@@ -173,7 +195,7 @@ class BytesImages:
     def where(self, i: int) -> str:
         return f"{self.name}: image {i}"
 
-    def read(self, i: int) -> tuple[bytes, int]:
+    def read(self, i: int) -> tuple[memoryview, int]:
         return self.images[i], i
 
 
