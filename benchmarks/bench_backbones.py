@@ -44,18 +44,12 @@ PRESETS = {
 }
 
 
-def _hwm_kib() -> int:
+def _status_kib(field: str) -> int:
+    """A memory figure (``VmRSS``, ``VmHWM``) of this process, in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def measure(model: torch.nn.Module, size: int, warmup: int, runs: int) -> dict[str, float]:
@@ -77,9 +71,9 @@ def measure(model: torch.nn.Module, size: int, warmup: int, runs: int) -> dict[s
             model(batch)
         throughput = 64 * batches / (time.perf_counter() - start)
         Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-        before = _rss_kib()
+        before = _status_kib("VmRSS")
         model(batch)
-        peak = _hwm_kib() - before
+        peak = _status_kib("VmHWM") - before
     return {
         "latency_ms": 1e3 * statistics.median(times),
         "img_s": throughput,

@@ -66,6 +66,7 @@ def test_timm_students_reduce_by_16_at_every_resolution(name, size):
     model = build_backbone(name, 128, size, embedding_head="gdc").eval()
     side = -(-size // 16)  # ceil
     assert model.head.gdc.kernel_size == (side, side)
+    assert model.size_dependent_keys == ("head.gdc.weight",)
     shapes = {}
     for tap, path in model.feature_taps.items():
         model.get_submodule(path).register_forward_hook(

@@ -62,7 +62,8 @@ def _folder_files(root: Path) -> list[list[bytes]]:
 
 
 def test_shipped_pack_layout_and_labels():
-    reader, layout = open_rec(LFW_DEV)
+    source, layout = open_rec(LFW_DEV)
+    reader = source.reader
     assert layout.kind == "classic"
     assert (len(layout.image_keys), layout.num_classes) == (6671, 1184)
     assert layout.image_size == (112, 112)
@@ -70,8 +71,8 @@ def test_shipped_pack_layout_and_labels():
     starts, ends = layout.ranges[:, 0], layout.ranges[:, 1]
     assert starts[0] == 1 and ends[-1] == 6672 and (starts[1:] == ends[:-1]).all()
     assert (ends - starts).min() == 2  # identities with at least 2 images
-    for label, (start, end) in enumerate(layout.ranges[[0, 1, 500, 1183]].tolist()):
-        label = [0, 1, 500, 1183][label]
+    for label in (0, 1, 500, 1183):
+        start, end = layout.ranges[label].tolist()
         for key in range(start, end):
             header, image = unpack_record(reader.read(key))
             assert header.label == label and header.id == key

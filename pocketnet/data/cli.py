@@ -18,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketnet.data.encoded import decode_rgb
-from pocketnet.data.face_rec import open_rec, pack_folder, unpack_rec, verify_rec
+from pocketnet.data.face_rec import image_sizes, open_rec, pack_folder, unpack_rec, verify_rec
 from pocketnet.data.pairs import read_pairs
-from pocketnet.data.recordio import unpack_record
 from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
 
 __all__ = ["main"]
@@ -68,7 +66,8 @@ def _make_bin(args: argparse.Namespace) -> None:
 
 
 def _info_rec(path: Path) -> None:
-    reader, layout = open_rec(path)
+    source, layout = open_rec(path)
+    reader = source.reader
     print(f"{path}: insightface RecordIO pack, {reader.size:,} bytes, {len(reader):,} records")
     print(f"  {layout.describe()}")
     if layout.ranges is not None:
@@ -77,12 +76,9 @@ def _info_rec(path: Path) -> None:
             f"  images per identity: min {counts.min()}, median {int(np.median(counts))}, "
             f"max {counts.max()}"
         )
-    picks = np.linspace(0, len(layout.image_keys) - 1, min(_SAMPLE, len(layout.image_keys)))
-    sizes = []
-    for key in layout.image_keys[picks.astype(int)].tolist():
-        _, image = unpack_record(reader.read(key), f"{reader.path}: key {key}")
-        sizes.append(tuple(decode_rgb(image, f"{reader.path}: key {key}").shape[1:]))
-    print(f"  image sizes over {len(sizes)} sampled records: {_sizes(Counter(sizes))}")
+    picks = np.linspace(0, len(source) - 1, min(_SAMPLE, len(source))).astype(int).tolist()
+    sizes = image_sizes(source, picks)
+    print(f"  image sizes over {len(picks)} sampled records: {_sizes(sizes)}")
 
 
 def _info_bin(path: Path) -> None:

@@ -253,8 +253,9 @@ class EncodedImageDataset(Dataset):
             )
         return image, target
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self._load(i)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = self.__getitems__([i])
+        return images[0], targets[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         # each image goes into the batch while it is still in cache, flipped on the way when

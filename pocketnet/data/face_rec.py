@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,19 +163,28 @@ def read_layout(reader: RecordReader, property_path: str | Path | None = None) -
     return layout
 
 
-def open_rec(rec_dir: str | Path) -> tuple[RecordReader, RecLayout]:
-    """Reader and layout of the pack in ``rec_dir``."""
+def open_rec(rec_dir: str | Path) -> tuple[RecordImages, RecLayout]:
+    """The image records (``.reader`` is the pack's reader) and the layout of ``rec_dir``."""
     rec, idx, prop = rec_paths(rec_dir)
     reader = RecordReader(rec, idx)
-    return reader, read_layout(reader, prop)
+    layout = read_layout(reader, prop)
+    return RecordImages(reader, layout.image_keys, layout.num_classes, layout.ranges), layout
+
+
+def image_sizes(source: RecordImages, indices: Iterable[int], desc: str | None = None) -> Counter:
+    """Decode the images at ``indices`` (a progress bar when ``desc``) and count their sizes."""
+    sizes: Counter = Counter()
+    for i in tqdm(indices, desc=desc, unit="img", disable=desc is None):
+        data, _ = source.read(i)
+        sizes[tuple(decode_rgb(data, source.where(i)).shape[1:])] += 1
+    return sizes
 
 
 def rec_dataset(
     rec_dir: str | Path, skip_corrupt: bool = False, flip: bool = False
 ) -> tuple[EncodedImageDataset, int]:
     """The training images of a pack as a dataset of (uint8 image, identity), and num_classes."""
-    reader, layout = open_rec(rec_dir)
-    source = RecordImages(reader, layout.image_keys, layout.num_classes, layout.ranges)
+    source, layout = open_rec(rec_dir)
     dataset = EncodedImageDataset(source, layout.image_size, skip_corrupt, flip)
     return dataset, layout.num_classes
 
@@ -253,8 +263,7 @@ def unpack_rec(rec_dir: str | Path, out_folder: str | Path, progress: bool = Tru
     Names are zero-padded so that sorted order is label and key order: packing the result gives
     the original pack.
     """
-    reader, layout = open_rec(rec_dir)
-    source = RecordImages(reader, layout.image_keys, layout.num_classes, layout.ranges)
+    source, layout = open_rec(rec_dir)
     out = Path(out_folder)
     label_width = len(str(max(layout.num_classes - 1, 0)))
     key_width = len(str(int(layout.image_keys.max())))
@@ -288,10 +297,6 @@ class VerifyReport:
 
 def verify_rec(rec_dir: str | Path, progress: bool = True) -> VerifyReport:
     """Read and decode every record; raise at the first bad one (file, key, byte offset)."""
-    reader, layout = open_rec(rec_dir)
-    source = RecordImages(reader, layout.image_keys, layout.num_classes, layout.ranges)
-    sizes: Counter = Counter()
-    for i in tqdm(range(len(source)), desc="verify", unit="img", disable=not progress):
-        data, _ = source.read(i)
-        sizes[tuple(decode_rgb(data, source.where(i)).shape[1:])] += 1
-    return VerifyReport(layout, len(reader), len(source), sizes)
+    source, layout = open_rec(rec_dir)
+    sizes = image_sizes(source, range(len(source)), "verify" if progress else None)
+    return VerifyReport(layout, len(source.reader), len(source), sizes)

@@ -80,14 +80,18 @@ def _verification_sets(cfg: Any) -> list[VerificationSet]:
     return sets
 
 
-def _rec(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    train, num_classes = rec_dataset(cfg.root, cfg.skip_corrupt, cfg.flip)
-    return train, num_classes, _verification_sets(cfg)
+def _face_files(build: Callable[..., tuple[Dataset, int]]) -> Source:
+    """A source over ``data.root`` (a pack or identity folders) plus the configured val sets."""
+
+    def source(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
+        train, num_classes = build(cfg.root, cfg.skip_corrupt, cfg.flip)
+        return train, num_classes, _verification_sets(cfg)
+
+    return source
 
 
-def _folder(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-    train, num_classes = folder_dataset(cfg.root, cfg.skip_corrupt, cfg.flip)
-    return train, num_classes, _verification_sets(cfg)
-
-
-SOURCES: dict[str, Source] = {"synthetic": _synthetic, "rec": _rec, "folder": _folder}
+SOURCES: dict[str, Source] = {
+    "synthetic": _synthetic,
+    "rec": _face_files(rec_dataset),
+    "folder": _face_files(folder_dataset),
+}

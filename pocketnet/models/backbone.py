@@ -33,6 +33,8 @@ __all__ = ["EmbeddingHead", "FaceBackbone", "build_backbone"]
 class EmbeddingHead(nn.Module):
     """BN2d -> dropout -> flatten -> linear -> BN1d over a fixed-size feature map."""
 
+    size_dependent_keys = ("fc.weight",)  # in-features = channels x map size
+
     def __init__(
         self, channels: int, spatial: tuple[int, int], embedding_size: int, dropout: float
     ):
@@ -49,6 +51,8 @@ class EmbeddingHead(nn.Module):
 
 class GDCHead(nn.Module):
     """Global depthwise conv over the whole map -> BN -> dropout -> linear -> BN1d."""
+
+    size_dependent_keys = ("gdc.weight",)  # kernel = map size
 
     def __init__(
         self, channels: int, spatial: tuple[int, int], embedding_size: int, dropout: float
@@ -78,8 +82,6 @@ HEADS = {"fc": EmbeddingHead, "gdc": GDCHead}
 class FaceBackbone(nn.Module):
     """A trunk producing a feature map and an embedding head (``fc`` or ``gdc``)."""
 
-    size_dependent_keys: tuple[str, ...] = ("head.fc.weight", "head.gdc.weight")
-
     def __init__(
         self,
         trunk: nn.Module,
@@ -96,6 +98,11 @@ class FaceBackbone(nn.Module):
         self.embedding_size = embedding_size
         channels, height, width = _feature_shape(trunk, input_size)
         self.head = HEADS[head](channels, (height, width), embedding_size, dropout)
+
+    @property
+    def size_dependent_keys(self) -> tuple[str, ...]:
+        """The keys whose shape follows the input size (the head's map-sized weight)."""
+        return tuple(f"head.{key}" for key in self.head.size_dependent_keys)
 
     @property
     def feature_taps(self) -> dict[str, str]:

@@ -39,19 +39,9 @@ from torch import nn
 
 from pocketnet.models.iresnet import IRESNET_LAYERS, IResNet
 from pocketnet.models.mobilefacenet import MobileFaceNet
-from pocketnet.models.pocketnet.network import PocketNet, build_pocketnet
+from pocketnet.models.pocketnet.network import PRESETS, build_pocketnet
 
-__all__ = [
-    "FACE_MODELS",
-    "iresnet18",
-    "iresnet50",
-    "iresnet100",
-    "mobilefacenet",
-    "pocketnet_m_128",
-    "pocketnet_m_256",
-    "pocketnet_s_128",
-    "pocketnet_s_256",
-]
+__all__ = ["FACE_MODELS", "check_name_free"]
 
 FACE_MODELS: list[str] = []  # the names registered here, in registration order
 
@@ -111,57 +101,27 @@ def _create(
     return model
 
 
-@_register
-def iresnet18(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """insightface iresnet18 (stages 2-2-2-2)."""
-    return _create("iresnet18", partial(IResNet, IRESNET_LAYERS["iresnet18"]), pretrained, kwargs)
+def _entrypoint(name: str, build: Callable[..., nn.Module], doc: str) -> Callable[..., nn.Module]:
+    """A timm entrypoint named ``name`` that builds with ``build``, registered with timm."""
+
+    def create(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        return _create(name, build, pretrained, kwargs)
+
+    create.__name__ = create.__qualname__ = name
+    create.__doc__ = doc
+    return _register(create)
 
 
-@_register
-def iresnet50(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """insightface iresnet50 (stages 3-4-14-3)."""
-    return _create("iresnet50", partial(IResNet, IRESNET_LAYERS["iresnet50"]), pretrained, kwargs)
-
-
-@_register
-def iresnet100(pretrained: bool = False, **kwargs: Any) -> IResNet:
-    """insightface iresnet100 (stages 3-13-30-3), the PocketNet teacher."""
-    return _create("iresnet100", partial(IResNet, IRESNET_LAYERS["iresnet100"]), pretrained, kwargs)
-
-
-@_register
-def mobilefacenet(pretrained: bool = False, **kwargs: Any) -> MobileFaceNet:
-    """arcface_torch's MobileFaceNet (``mbf``)."""
-    return _create("mobilefacenet", MobileFaceNet, pretrained, kwargs)
-
-
-@_register
-def pocketnet_s_128(pretrained: bool = False, **kwargs: Any) -> PocketNet:
-    """PocketNetS-128: C=16, 18 cells, 128-d embedding (925,632 parameters)."""
-    return _create(
-        "pocketnet_s_128", partial(build_pocketnet, "pocketnet_s_128"), pretrained, kwargs
-    )
-
-
-@_register
-def pocketnet_s_256(pretrained: bool = False, **kwargs: Any) -> PocketNet:
-    """PocketNetS-256: C=16, 18 cells, 256-d embedding (991,424 parameters)."""
-    return _create(
-        "pocketnet_s_256", partial(build_pocketnet, "pocketnet_s_256"), pretrained, kwargs
-    )
-
-
-@_register
-def pocketnet_m_128(pretrained: bool = False, **kwargs: Any) -> PocketNet:
-    """PocketNetM-128: C=32, 9 cells, 128-d embedding (1,686,656 parameters)."""
-    return _create(
-        "pocketnet_m_128", partial(build_pocketnet, "pocketnet_m_128"), pretrained, kwargs
-    )
-
-
-@_register
-def pocketnet_m_256(pretrained: bool = False, **kwargs: Any) -> PocketNet:
-    """PocketNetM-256: C=32, 9 cells, 256-d embedding (1,752,448 parameters)."""
-    return _create(
-        "pocketnet_m_256", partial(build_pocketnet, "pocketnet_m_256"), pretrained, kwargs
-    )
+_ENTRYPOINTS: list[tuple[str, Callable[..., nn.Module], str]] = [
+    *(
+        (name, partial(IResNet, layers), f"insightface {name} (stages {layers}).")
+        for name, layers in IRESNET_LAYERS.items()
+    ),
+    ("mobilefacenet", MobileFaceNet, "arcface_torch's MobileFaceNet (``mbf``)."),
+    *(
+        (name, partial(build_pocketnet, name), f"PocketNet preset {name} ({preset}).")
+        for name, preset in PRESETS.items()
+    ),
+]
+for _name, _build, _doc in _ENTRYPOINTS:  # reached through timm.create_model(name)
+    _entrypoint(_name, _build, _doc)
