@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """Long end-to-end checks: the quickstart's accuracy target."""
+    """Long end-to-end checks: the quickstart pipeline's accuracy and time targets."""
     _install(session)
     session.run("pytest", "-q", "-m", "slow", *session.posargs)
 
@@ -35,7 +35,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def quickstart(session: nox.Session) -> None:
-    """The main job: train a teacher on the embedded synthetic faces, print the results."""
+    """The main job: teacher, KD student and plain student on the synthetic faces; one table."""
     _install(session)
     session.run("pocketnet", *session.posargs)
 
@@ -45,6 +45,7 @@ def bench(session: nox.Session) -> None:
     """Speed targets, printed as ratios measured side by side."""
     _install(session)
     session.run("python", "benchmarks/bench_teacher_step.py", *session.posargs)
+    session.run("python", "benchmarks/bench_student_step.py")
     session.run("python", "benchmarks/bench_verification.py")
     session.run("python", "benchmarks/bench_data.py")
     session.run("python", "benchmarks/bench_backbones.py")

@@ -65,7 +65,7 @@ def bench_decode(pack: Path, n: int, rounds: int) -> tuple[float, float, float]:
 
     def ours() -> None:
         for start in range(0, n, BATCH):
-            images, _ = dataset.__getitems__(order[start : start + BATCH])
+            images, _, _ = dataset.__getitems__(order[start : start + BATCH])
             transform(images)
 
     t = _interleaved({"bare": bare, "ours": ours}, rounds)

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from pocketnet.cli import CONF_DIR
 from pocketnet.config.checks import compose_config
 from pocketnet.config.schema import register_configs
+from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.stages.optim import build_optimizer, lr_factor_fn
@@ -65,7 +66,8 @@ class BatchData(L.LightningDataModule):
         return Batches(self.batches)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        return self.transform(batch[0]), batch[1]
+        x = self.transform(batch[0])
+        return FaceBatch(x, batch[1], torch.zeros_like(batch[1]), x)
 
 
 def build(cfg, num_classes: int):

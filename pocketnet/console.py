@@ -12,7 +12,18 @@ from rich.tree import Tree
 
 __all__ = ["print_config_tree", "print_results"]
 
-FIRST = ("stage", "data", "backbone", "head", "trainer", "logger", "callbacks", "paths")
+FIRST = (
+    "stage",
+    "data",
+    "backbone",
+    "head",
+    "kd",
+    "resolution",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+)
 
 
 def print_config_tree(cfg: DictConfig, console: Console | None = None) -> None:

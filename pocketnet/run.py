@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from pocketnet.callbacks import build_callbacks
 from pocketnet.console import print_config_tree, print_results
 from pocketnet.data.datamodule import FaceDataModule
-from pocketnet.distill.teacher_bank import TeacherBankCallback
-from pocketnet.evaluation.profile import count_flops, count_params
+from pocketnet.distill.cache import TeacherCache
+from pocketnet.distill.schedule import TeacherSchedule, TeacherSwapCallback
+from pocketnet.distill.teacher import load_teacher, transfer_weights
+from pocketnet.distill.teacher_bank import TeacherBank, TeacherBankCallback
+from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.stages.base import FaceModule
+from pocketnet.stages.student import StudentModule
 from pocketnet.stages.teacher import TeacherModule
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SetupError", "run"]
 
@@ -50,45 +60,141 @@ def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
     return loggers
 
 
-def _setup_teacher(
-    cfg: DictConfig, output_dir: Path
-) -> tuple[L.Trainer, TeacherModule, FaceDataModule, dict[str, Any]]:
-    dm = FaceDataModule(cfg.data)
-    dm.prepare_data()
-    backbone = backbone_from_config(cfg.backbone, cfg.data.resolution)
-    head = head_from_config(cfg.head, cfg.backbone.embedding_size, dm.num_classes)
-    module = TeacherModule(
+def _model_config(cfg: DictConfig, input_size: int, num_classes: int) -> dict[str, Any]:
+    """What a bank checkpoint needs to rebuild the model without the run's config."""
+    return {
+        "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
+        "head": OmegaConf.to_container(cfg.head, resolve=True),
+        "input_size": input_size,
+        "num_classes": num_classes,
+    }
+
+
+def _student(
+    cfg: DictConfig,
+    dm: FaceDataModule,
+    backbone: nn.Module,
+    head: nn.Module,
+    trainer_kwargs: dict[str, Any],
+) -> tuple[StudentModule, list[L.Callback], dict[str, Any]]:
+    """The student module with its teacher, KD term, schedule callback and cache."""
+    kd, spec = cfg.kd, cfg.stage.teacher
+    needs_teacher = kd.name != "none" or cfg.stage.init_from_teacher
+    has_teacher = spec.bank is not None or spec.checkpoint is not None
+    teacher = load_teacher(spec) if needs_teacher or has_teacher else None
+    callbacks: list[L.Callback] = []
+    about: dict[str, Any] = {"kd": kd.name}
+    if teacher is not None:
+        about["teacher"] = teacher.source
+        if teacher.input_size != cfg.data.resolution:
+            raise ValueError(
+                f"the teacher {teacher.source} takes {teacher.input_size} px images but "
+                f"data.resolution={cfg.data.resolution}: the teacher sees the data's resolution "
+                f"(set data.resolution={teacher.input_size}; the student's is resolution=r64 etc.)"
+            )
+    if kd.name == "soft_target" and teacher.head is None:
+        raise ValueError(
+            f"kd=soft_target: the teacher {teacher.source} is a bare backbone; soft-target KD "
+            "needs a teacher from a bank (its head holds the class centres)"
+        )
+    if kd.name == "soft_target" and teacher.num_classes != dm.num_classes:
+        raise ValueError(
+            f"kd=soft_target compares class logits: the teacher {teacher.source} was trained on "
+            f"{teacher.num_classes} identities, the data has {dm.num_classes}"
+        )
+    if kd.name == "multi_step":
+        if spec.bank is None:
+            raise ValueError("kd=multi_step needs a teacher bank: stage.teacher.bank=<dir>")
+        bank = TeacherBank(spec.bank)
+        schedule = TeacherSchedule(kd.schedule, bank, cfg.trainer.max_epochs)
+        for entry in schedule.needed():  # every scheduled file exists and is the same model
+            teacher.check_same_model(bank.load(entry), str(bank.root / entry.file))
+        first = schedule.entry_at(0, 0.0)
+        teacher.load_payload(bank.load(first), str(bank.root / first.file))
+        callbacks.append(TeacherSwapCallback(schedule))
+        about["teacher checkpoints"] = len(schedule.needed())
+    if cfg.stage.init_from_teacher:
+        fresh = transfer_weights(backbone, teacher.backbone)
+        log.info("knowledge transfer from %s (kept fresh: %s)", teacher.source, fresh or "none")
+    clip = None
+    if kd.name == "adversarial":  # manual optimisation: the module clips its two optimizers
+        clip = trainer_kwargs.pop("gradient_clip_val")
+        trainer_kwargs["gradient_clip_val"] = None
+        if trainer_kwargs["accumulate_grad_batches"] != 1:
+            raise ValueError("kd=adversarial does not support trainer.accumulate_grad_batches > 1")
+    cache = None
+    if kd.get("cache"):
+        data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
+        cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", data, len(dm.train_set))
+    module = StudentModule(
         backbone,
         head,
         cfg.stage.optimizer,
         cfg.stage.scheduler,
         {v.name: v.issame for v in dm.val_sets},
+        teacher,
+        kd,
+        clip,
+        cache,
     )
-    model_config = {
-        "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
-        "head": OmegaConf.to_container(cfg.head, resolve=True),
-        "input_size": cfg.data.resolution,
-        "num_classes": dm.num_classes,
-    }
+    if cache is not None:
+        module.use_cache_source(dm.ordered_train_loader, dm.transform)
+    return module, callbacks, about
+
+
+def _setup(
+    cfg: DictConfig, output_dir: Path
+) -> tuple[L.Trainer, FaceModule, FaceDataModule, dict[str, Any]]:
+    stage = cfg.stage.name
+    if stage not in ("teacher", "student"):
+        raise ValueError(f"stage={stage!r} is not known; valid: teacher, student, pipeline")
+    size = cfg.data.resolution if stage == "teacher" else cfg.resolution.student
+    dm = FaceDataModule(cfg.data, model_resolution=size)
+    dm.prepare_data()
+    backbone = backbone_from_config(cfg.backbone, size)
+    head = head_from_config(cfg.head, cfg.backbone.embedding_size, dm.num_classes)
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     loggers = build_loggers(cfg.logger, output_dir)
     callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers))
-    bank = cfg.stage.bank
-    if bank.enabled:
-        callbacks.append(
-            TeacherBankCallback(bank.dir, model_config, bank.every_n_epochs, list(bank.fractions))
+    about: dict[str, Any] = {}
+    if stage == "teacher":
+        module: FaceModule = TeacherModule(
+            backbone,
+            head,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            {v.name: v.issame for v in dm.val_sets},
         )
+        bank = cfg.stage.bank
+        if bank.enabled:
+            callbacks.append(
+                TeacherBankCallback(
+                    bank.dir,
+                    _model_config(cfg, size, dm.num_classes),
+                    bank.every_n_epochs,
+                    list(bank.fractions),
+                )
+            )
+    else:
+        module, extra, about = _student(cfg, dm, backbone, head, trainer_kwargs)
+        callbacks += extra
     trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_kwargs,
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=str(output_dir),
     )
+    latency, latency_p90 = cpu_latency(backbone, size)
     profile = {
         "model": cfg.backbone.name,
+        "stage": stage,
+        **about,
         "params": count_params(backbone),
         "head params": count_params(head),
-        "MFLOPs": count_flops(backbone, cfg.data.resolution) / 1e6,
-        "input": cfg.data.resolution,
+        "MFLOPs": count_flops(backbone, size) / 1e6,
+        "CPU ms": latency,
+        "CPU ms p90": latency_p90,
+        "input": size,
         "embedding": cfg.backbone.embedding_size,
     }
     for logger in loggers:
@@ -104,19 +210,12 @@ def _setup_teacher(
     return trainer, module, dm, profile
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train the configured stage and return (and print, and save) its results row."""
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.print_config:
-        print_config_tree(cfg)
+def _fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Train one stage (teacher or student); its results row, printed and saved."""
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
-        raise SetupError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     try:
-        trainer, module, dm, row = _setup_teacher(cfg, output_dir)
+        trainer, module, dm, row = _setup(cfg, output_dir)
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
     start = time.perf_counter()
@@ -135,3 +234,78 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             json.dumps({**row, "metrics": metrics}, indent=1)
         )
     return row
+
+
+def _pipeline_stages(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """The pipeline's three runs as stage configs: teacher, KD student, plain student."""
+    out = Path(cfg.paths.output_dir)
+    plain = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    stage = plain.pop("stage")
+    student_backbone = OmegaConf.to_container(cfg.stage.student_backbone, resolve=True)
+    common = {k: stage[k] for k in ("optimizer", "scheduler")}
+    bank = str(out / "teacher" / "teacher_bank")
+    teacher_spec = {
+        "bank": bank,
+        "entry": -1,
+        "checkpoint": None,
+        "backbone": None,
+        "embedding_size": student_backbone["embedding_size"],
+        "input_size": cfg.data.resolution,
+    }
+    student = {"name": "student", **common, "init_from_teacher": False}
+    runs = {
+        "teacher": {"stage": {"name": "teacher", **common, "bank": {**stage["bank"], "dir": bank}}},
+        f"student_{cfg.kd.name}": {
+            "stage": {**student, "teacher": teacher_spec},
+            "backbone": student_backbone,
+        },
+        "student": {
+            "stage": {**student, "teacher": {**teacher_spec, "bank": None}},
+            "backbone": student_backbone,
+            "kd": {"name": "none"},
+        },
+    }
+    out_cfgs = []
+    for name, changes in runs.items():
+        sub = OmegaConf.create({**plain, **changes})
+        sub.paths.output_dir = str(out / name)
+        sub.task_name = f"{cfg.task_name}/{name}"
+        sub.print_config = False
+        out_cfgs.append((name, sub))
+    return out_cfgs
+
+
+def _run_pipeline(cfg: DictConfig) -> dict[str, Any]:
+    rows = []
+    for name, sub in _pipeline_stages(cfg):
+        row = _fit(sub, Path(sub.paths.output_dir))
+        rows.append({**row, "model": f"{name} ({row['model']})"})
+    keep = ("params", "MFLOPs", "CPU ms", "input", "best acc")
+    table = []
+    for row in rows:
+        figures = {k: v for k, v in row.items() if k in keep or " acc" in k or "tar@far" in k}
+        table.append({"model": row["model"], **figures})
+    print_results(
+        f"{cfg.task_name}: teacher -> student by kd={cfg.kd.name} vs student alone "
+        f"(CPU ms: batch 1, {torch.get_num_threads()} threads)",
+        table,
+    )
+    summary = {"runs": rows, "best acc": rows[1].get("best acc")}
+    (Path(cfg.paths.output_dir) / cfg.results_file).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train the configured stage (or the whole pipeline) and return its results."""
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.print_config:
+        print_config_tree(cfg)
+    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+        raise SetupError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    if cfg.stage.name == "pipeline":
+        if cfg.ckpt_path is not None:
+            raise SetupError("ckpt_path resumes one stage; resume a pipeline run stage by stage")
+        return _run_pipeline(cfg)
+    return _fit(cfg, output_dir)

@@ -9,7 +9,18 @@ import pytest
 from pocketnet.cli import CONF_DIR
 from pocketnet.config.checks import ConfigError, check_overrides
 
-GROUPS = ["stage", "data", "backbone", "head", "trainer", "logger", "callbacks", "paths"]
+GROUPS = [
+    "stage",
+    "data",
+    "backbone",
+    "head",
+    "kd",
+    "resolution",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -19,7 +30,7 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(compose, group, option):
     cfg = compose([f"{group}={option}"])
-    assert cfg.stage.name == "teacher"
+    assert cfg.stage.name == (option if group == "stage" else "pipeline")
     assert cfg.data.resolution > 0
 
 
@@ -29,11 +40,22 @@ def test_every_experiment_composes(compose, experiment):
     assert experiment in cfg.tags
 
 
-def test_default_is_the_quickstart(compose):
+def test_default_is_the_quickstart_pipeline(compose):
     cfg = compose([])
     assert cfg.tags == ["quickstart"]
     assert (cfg.data.name, cfg.data.resolution, cfg.backbone.name) == ("synthetic", 48, "resnet18")
     assert cfg.head.m2 == 0.5 and cfg.head.s == 64.0
+    assert (cfg.stage.name, cfg.kd.name, cfg.kd.schedule.offset) == ("pipeline", "multi_step", 1)
+    student = cfg.stage.student_backbone
+    assert student.timm_kwargs.channels == [16, 32, 64, 128]
+    assert student.embedding_size == cfg.backbone.embedding_size == 128
+
+
+def test_group_overrides_reach_the_pipeline_student(compose):
+    cfg = compose(["backbone@stage.student_backbone=mobilefacenet", "resolution=r32"])
+    assert cfg.stage.student_backbone.name == "mobilefacenet"
+    assert cfg.stage.student_backbone.embedding_size == 128  # follows the teacher's
+    assert cfg.resolution.student == 32
 
 
 def test_debug_preset_shrinks_the_run(compose):
@@ -59,6 +81,9 @@ def test_debug_preset_shrinks_the_run(compose):
         ("trainer.max_epochs=abc", ["'trainer.max_epochs'", "'abc'", "Integer"]),
         ("data.color=grey", ["'data.color'", "rgb, bgr"]),
         ("stage.optimizer.name=adam", ["sgd, adamw"]),
+        ("kd=embeding", ["'embeding'", "multi_step", "Did you mean 'embedding'"]),
+        ("kd.loss=hinge", ["'kd.loss'"]),
+        ("resolution=r40", ["'r40'", "r48"]),
     ],
 )
 def test_config_mistakes_name_the_key_and_what_is_valid(override, expected):

@@ -21,7 +21,7 @@ from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
 from pocketnet.run import SetupError, run
 from tests.conftest import LFW_DEV, compose_run
 
-FAST = ["debug=fast", "print_config=false", "callbacks.progress.rich=false"]
+FAST = ["stage=teacher", "debug=fast", "print_config=false", "callbacks.progress.rich=false"]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_bin_and_pairs_routes_give_identical_pixels_labels_and_folds(both_routes
     assert vbin.issame[:50].all() and not vbin.issame[50:100].any()  # fold 1: 50 + 50
     for start in (0, 1000, 1936):
         idx = list(range(start, start + 64))
-        a, ia = vbin.dataset.__getitems__(idx)
-        b, ib = vpairs.dataset.__getitems__(idx)
+        a, ia, _ = vbin.dataset.__getitems__(idx)
+        b, ib, _ = vpairs.dataset.__getitems__(idx)
         assert torch.equal(a, b) and ia.tolist() == ib.tolist() == idx
 
 
@@ -49,7 +49,7 @@ def test_verification_set_stays_encoded(both_routes):
     assert isinstance(vbin.dataset.source, BytesImages)
     held = sum(len(b) for b in vbin.dataset.source.images)
     assert held == 10_663_560  # the .bin's JPEG bytes, not 2000 x 2 flips x 3x112x112 floats
-    images, _ = vbin.dataset.__getitems__([0, 1])
+    images, _, _ = vbin.dataset.__getitems__([0, 1])
     assert images.dtype == torch.uint8
 
 
@@ -136,7 +136,7 @@ def test_folder_dataset_labels_sizes_and_empty_folders(tmp_path, caplog):
     dataset, num_classes = folder_dataset(tmp_path)
     counts = [len(list((tmp_path / p.name).iterdir())) for p in people]
     assert num_classes == 3 and len(dataset) == sum(counts)
-    images, labels = dataset.__getitems__(list(range(len(dataset))))
+    images, labels, _ = dataset.__getitems__(list(range(len(dataset))))
     assert images.shape[1:] == (3, 112, 112)  # the PNG brought to the first image's size
     assert labels.tolist() == [i for i, c in enumerate(counts) for _ in range(c)]
     red = images[len(dataset) - 1]

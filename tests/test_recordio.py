@@ -82,7 +82,7 @@ def test_shipped_pack_layout_and_labels():
 def test_shipped_pack_dataset_decodes_every_label_consistently():
     dataset, num_classes = rec_dataset(LFW_DEV)
     assert num_classes == 1184 and len(dataset) == 6671
-    images, labels = dataset.__getitems__(list(range(0, 6671, 97)))
+    images, labels, _ = dataset.__getitems__(list(range(0, 6671, 97)))
     assert images.dtype == torch.uint8 and images.shape == (69, 3, 112, 112)
     _, layout = open_rec(LFW_DEV)
     keys = layout.image_keys[0:6671:97]
@@ -113,7 +113,7 @@ def test_pack_then_read_gives_the_same_bytes_and_labels(faces, tmp_path):
         data, label = dataset.source.read(i)
         got[label].append(data)
     assert got == expected
-    images, labels = dataset.__getitems__(list(range(len(dataset))))
+    images, labels, _ = dataset.__getitems__(list(range(len(dataset))))
     assert images.shape[1:] == (3, 112, 112)
     assert labels.tolist() == [lab for lab, files in enumerate(expected) for _ in files]
 
@@ -191,7 +191,7 @@ def test_dataloader_workers_and_ddp_shards_read_everything_once(faces, tmp_path)
     dataset.source.reader.read(0)  # a handle opened before the fork must not be shared
     want = dataset.__getitems__(list(range(len(dataset))))[1]
     loader = DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=lambda b: b)
-    got = torch.cat([labels for _, labels in loader])
+    got = torch.cat([labels for _, labels, _ in loader])
     assert got.tolist() == want.tolist()
     shards = [
         list(DistributedSampler(dataset, 2, r, shuffle=True, seed=1, drop_last=True))
@@ -285,7 +285,7 @@ def test_corrupt_jpeg_skipped_and_counted_with_skip_corrupt(faces, tmp_path, cap
     pack = _corrupt_jpeg_pack(faces, tmp_path)
     dataset, _ = rec_dataset(pack, skip_corrupt=True)
     with caplog.at_level(logging.WARNING):
-        images, labels = dataset.__getitems__(list(range(len(dataset))))
+        images, labels, _ = dataset.__getitems__(list(range(len(dataset))))
     assert len(images) == len(dataset) - 1 and dataset.skipped == 1
     assert "skipped corrupt sample (1 so far" in caplog.text
     assert labels.bincount().tolist()[1] == len(list(sorted(faces.iterdir())[1].iterdir())) - 1
@@ -334,5 +334,5 @@ def test_non_finite_label_is_a_record_error(tmp_path):
         w.write(1, pack_record(IRHeader(0, float("nan"), 1, 0), face))
     (tmp_path / "property").write_text("2,112,112\n")
     dataset, _ = rec_dataset(tmp_path, skip_corrupt=True)
-    images, labels = dataset.__getitems__([0, 1])
+    images, labels, _ = dataset.__getitems__([0, 1])
     assert labels.tolist() == [0] and dataset.skipped == 1

@@ -13,7 +13,13 @@ from pocketnet.run import SetupError, run
 from pocketnet.stages.base import NonFiniteLossError
 from tests.conftest import compose_run
 
-FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+FAST = [
+    "stage=teacher",
+    "debug=fast",
+    "data=tiny",
+    "print_config=false",
+    "callbacks.progress.rich=false",
+]
 
 
 def _csv_rows(run_dir: Path) -> list[dict[str, str]]:

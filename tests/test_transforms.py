@@ -26,7 +26,7 @@ def test_random_hflip_flips_exactly_the_drawn_images_in_place():
     torch.manual_seed(1)
     drawn = (torch.rand(len(batch)) < 0.5).tolist()
     torch.manual_seed(1)
-    assert random_hflip_(batch) is batch
+    assert random_hflip_(batch).tolist() == drawn
     for i, flipped in enumerate(drawn):
         assert torch.equal(batch[i], before[i].flip(2) if flipped else before[i])
     assert 0 < sum(drawn) < len(drawn)
@@ -54,8 +54,12 @@ def test_array_dataset_flips_only_when_asked():
     plain = ArrayFaceDataset(images, labels).__getitems__(list(range(10)))[0]
     assert torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2))
     torch.manual_seed(0)
-    flipped = ArrayFaceDataset(images, labels, flip=True).__getitems__(list(range(10)))[0]
-    same = [torch.equal(flipped[i], plain[i]) for i in range(10)]
-    mirrored = [torch.equal(flipped[i], plain[i].flip(2)) for i in range(10)]
+    order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
+    flipped, got_labels, keys = ArrayFaceDataset(images, labels, flip=True).__getitems__(order)
+    assert got_labels.tolist() == order
+    same = [torch.equal(flipped[j], plain[i]) for j, i in enumerate(order)]
+    mirrored = [torch.equal(flipped[j], plain[i].flip(2)) for j, i in enumerate(order)]
     assert all(s or m for s, m in zip(same, mirrored, strict=True))
     assert 0 < sum(mirrored) < 10
+    # keys = 2 * index + flipped: the row of a teacher-output cache
+    assert keys.tolist() == [2 * i + int(m) for i, m in zip(order, mirrored, strict=True)]

@@ -36,6 +36,16 @@ class SchedulerName(str, Enum):
     constant = "constant"
 
 
+class AdversarialLoss(str, Enum):
+    bce = "bce"
+    least_squares = "least_squares"
+
+
+class ScheduleBy(str, Enum):
+    epoch = "epoch"
+    fraction = "fraction"
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -173,6 +183,125 @@ class TeacherStageConfig:
     bank: TeacherBankConfig = field(default_factory=TeacherBankConfig)
 
 
+@dataclass
+class TeacherConfig:
+    """Where the student stage's frozen teacher comes from: a teacher bank (``bank``: the
+    ``teacher_bank`` folder of a teacher run; ``entry`` picks the checkpoint, -1 = the last) or a
+    backbone file (``checkpoint``: an insightface ``backbone.pth`` or an official PocketNet
+    checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``)."""
+
+    bank: str | None = None
+    entry: int = -1
+    checkpoint: str | None = None
+    backbone: str | None = None
+    embedding_size: int = 512
+    input_size: int = 112
+
+
+@dataclass
+class StudentStageConfig:
+    """Distillation of a small student from a frozen teacher; ``init_from_teacher``: knowledge
+    transfer (start from the teacher's weights: same architecture, any resolution)."""
+
+    name: str = "student"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    init_from_teacher: bool = False
+
+
+@dataclass
+class PipelineStageConfig(TeacherStageConfig):
+    """A teacher (``backbone``), then a student (``student_backbone``) by ``kd`` from the
+    teacher's bank, then the same student without KD; all three with ``optimizer``/``scheduler``."""
+
+    name: str = "pipeline"
+    student_backbone: Any = MISSING
+
+
+# ----------------------------------------------------------------------------- kd
+
+
+@dataclass
+class NoKDConfig:
+    """``kd=none``: margin loss only (the no-KD baseline; KT alone with init_from_teacher)."""
+
+    name: str = "none"
+
+
+@dataclass
+class EmbeddingKDConfig:
+    """``weight * MSE(norm(f_s), norm(f_t))``; ``projection``: a learned linear map from the
+    student's embedding size to the teacher's; ``cache``: teacher embeddings computed once."""
+
+    name: str = "embedding"
+    weight: float = 100.0
+    projection: bool = False
+    cache: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Multi-step KD: which teacher checkpoint the student learns from, as training goes.
+
+    ``by=epoch``: student epoch e (from 0) uses the bank's epoch ``e + offset`` checkpoint.
+    ``by=fraction``: ``points`` = [[student_fraction, teacher_fraction], ...]: from each student
+    fraction of training on, the bank checkpoint saved at that teacher fraction.
+    """
+
+    by: ScheduleBy = ScheduleBy.epoch
+    offset: int = 1
+    points: list[Any] = field(default_factory=list)  # pairs of numbers (checked at start)
+
+
+@dataclass
+class MultiStepKDConfig(EmbeddingKDConfig):
+    name: str = "multi_step"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass
+class SoftTargetKDConfig:
+    """Hinton: ``(1 - alpha) * CE + alpha * T^2 * KL(p_t^T || p_s^T)`` over the training
+    identities (teacher's head, cosine logits without margin)."""
+
+    name: str = "soft_target"
+    temperature: float = 4.0
+    alpha: float = 0.9
+    cache: bool = False
+
+
+@dataclass
+class FeaturePathsConfig:
+    """Module paths (or feature-tap names: stage1..stage4) of the maps a discriminator sees;
+    both null: the normalised embeddings."""
+
+    student: str | None = None
+    teacher: str | None = None
+
+
+@dataclass
+class AdversarialKDConfig:
+    """A discriminator tells teacher ("real") from student features; alternating updates."""
+
+    name: str = "adversarial"
+    weight: float = 1.0
+    loss: AdversarialLoss = AdversarialLoss.bce
+    hidden: list[int] = field(default_factory=lambda: [500, 500])
+    features: FeaturePathsConfig = field(default_factory=FeaturePathsConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    cache: bool = False
+
+
+@dataclass
+class ResolutionConfig:
+    """``resolution=r64`` etc.: the student's input size; the teacher sees ``data.resolution``."""
+
+    name: str = MISSING
+    student: int = MISSING
+
+
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -274,6 +403,8 @@ class PocketNetConfig:
     stage: Any = MISSING
     data: Any = MISSING
     backbone: Any = MISSING
+    kd: Any = MISSING
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -294,7 +425,18 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "folder": FaceFilesDataConfig,
     },
     "backbone": {"timm": TimmBackboneConfig, "face": FaceNetBackboneConfig},
-    "stage": {"teacher": TeacherStageConfig},
+    "stage": {
+        "teacher": TeacherStageConfig,
+        "student": StudentStageConfig,
+        "pipeline": PipelineStageConfig,
+    },
+    "kd": {
+        "none": NoKDConfig,
+        "embedding": EmbeddingKDConfig,
+        "multi_step": MultiStepKDConfig,
+        "soft_target": SoftTargetKDConfig,
+        "adversarial": AdversarialKDConfig,
+    },
 }
 
 
@@ -305,6 +447,7 @@ def register_configs() -> None:
     )
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
+    cs.store(group="schema", name="resolution", node=ResolutionConfig)
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -13,7 +14,20 @@ from pocketnet.data.datasets import VerificationSet
 from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform
 
-__all__ = ["FaceDataModule"]
+__all__ = ["FaceBatch", "FaceDataModule"]
+
+
+class FaceBatch(NamedTuple):
+    """A training batch after transfer: both views of the same images.
+
+    ``images`` at ``data.resolution`` (what a teacher sees), ``student_images`` at the model's
+    resolution (the same tensor when the two are equal), ``keys = 2 * index + flipped``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    keys: torch.Tensor
+    student_images: torch.Tensor
 
 
 def _batched(batch: Any) -> Any:
@@ -22,16 +36,28 @@ def _batched(batch: Any) -> Any:
 
 
 class FaceDataModule(L.LightningDataModule):
-    """Training identities and verification sets from the source named by ``data.name``."""
+    """Training identities and verification sets from the source named by ``data.name``.
 
-    def __init__(self, cfg: Any):
+    ``model_resolution``: the input size of the model being trained (default
+    ``data.resolution``); validation images are resized to it, and training batches carry it as
+    the student's view beside the ``data.resolution`` view.
+    """
+
+    def __init__(self, cfg: Any, model_resolution: int | None = None):
         super().__init__()
         if cfg.name not in SOURCES:
             raise ValueError(
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
             )
         self.cfg = cfg
-        self.transform = FaceBatchTransform(Color(cfg.color).value, cfg.resolution)
+        color = Color(cfg.color).value
+        self.transform = FaceBatchTransform(color, cfg.resolution)
+        self.model_resolution = model_resolution or cfg.resolution
+        self.model_transform = (
+            self.transform
+            if self.model_resolution == cfg.resolution
+            else FaceBatchTransform(color, self.model_resolution)
+        )
         self.train_set: Dataset | None = None
         self.num_classes = 0
         self.val_sets: list[VerificationSet] = []
@@ -62,11 +88,23 @@ class FaceDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.cfg.batch_size, shuffle=True, drop_last=True)
 
+    def ordered_train_loader(self) -> DataLoader:
+        """Every training image once, in index order, unflipped (for teacher-output caches)."""
+        dataset = copy.copy(self.train_set)
+        dataset.flip = False
+        return self._loader(dataset, self.cfg.val_batch_size, shuffle=False, drop_last=False)
+
     def val_dataloader(self) -> list[DataLoader]:
         return [
             self._loader(v.dataset, self.cfg.val_batch_size, False, False) for v in self.val_sets
         ]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, target = batch
-        return self.transform(images), target
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            images, labels, keys = batch
+            x = self.transform(images)
+            student = x if self.model_transform is self.transform else self.model_transform(images)
+            return FaceBatch(x, labels, keys, student)
+        images, target, *_ = batch
+        return self.model_transform(images), target

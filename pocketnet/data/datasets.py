@@ -15,7 +15,8 @@ __all__ = ["ArrayFaceDataset", "ArrayImageDataset", "VerificationSet"]
 
 class ArrayFaceDataset(Dataset):
     """Training images (N, H, W, 3) uint8 with integer identity labels; ``flip`` flips each
-    fetched image left-right with probability 0.5."""
+    fetched image left-right with probability 0.5. Batches are ``(images, labels, keys)`` with
+    ``keys = 2 * index + flipped`` (rows of a teacher-output cache)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, flip: bool = False):
         if len(images) == 0:
@@ -29,16 +30,15 @@ class ArrayFaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.__getitems__([i])
-        return images[0], labels[0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels, keys = self.__getitems__([i])
+        return images[0], labels[0], keys[0]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(indices)
-        images = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2)
-        if self.flip:
-            random_hflip_(images)
-        return images, self.labels[idx]
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        images = torch.from_numpy(self.images[idx.numpy()]).permute(0, 3, 1, 2)
+        flipped = random_hflip_(images) if self.flip else torch.zeros(len(idx), dtype=torch.bool)
+        return images, self.labels[idx], 2 * idx + flipped
 
 
 class ArrayImageDataset(Dataset):

@@ -215,7 +215,7 @@ class EncodedImageDataset(Dataset):
     A corrupt sample raises
     :class:`CorruptImageError` / :class:`RecordIOError`; with ``skip_corrupt`` it is left out of
     its batch and counted in the log. ``flip``: flip each image left-right with probability 0.5
-    (training sets).
+    (training sets). Batches are ``(images, targets, keys)``, ``keys = 2 * index + flipped``.
     """
 
     def __init__(
@@ -253,16 +253,17 @@ class EncodedImageDataset(Dataset):
             )
         return image, target
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = self.__getitems__([i])
-        return images[0], targets[0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, targets, keys = self.__getitems__([i])
+        return images[0], targets[0], keys[0]
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # each image goes into the batch while it is still in cache, flipped on the way when
         # chosen; inside a DataLoader worker the batch is made in shared memory (no copy to send)
         batch = _uint8_buffer((len(indices), *self.size, 3))
         flips = (torch.rand(len(indices)) < 0.5).tolist() if self.flip else None
         targets: list[int] = []
+        keys: list[int] = []
         for i in indices:
             try:
                 image, target = self._load(i)
@@ -276,11 +277,13 @@ class EncodedImageDataset(Dataset):
                 continue
             hwc = image.permute(1, 2, 0)
             j = len(targets)
-            batch[j] = hwc.flip(1) if flips and flips[j] else hwc
+            flipped = bool(flips and flips[j])
+            batch[j] = hwc.flip(1) if flipped else hwc
             targets.append(target)
+            keys.append(2 * i + flipped)
         if not targets:
             raise CorruptImageError(
                 f"every sample of a batch was corrupt (indices {indices[:8]}...)"
             )
         batch = batch[: len(targets)].permute(0, 3, 1, 2)
-        return batch, torch.tensor(targets, dtype=torch.long)
+        return batch, torch.tensor(targets, dtype=torch.long), torch.tensor(keys)

@@ -15,11 +15,13 @@ __all__ = ["FaceBatchTransform", "normalize", "random_hflip_"]
 
 
 def random_hflip_(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
-    """Flip each image of a uint8 (N, 3, H, W) batch left-right with probability ``p``, in place."""
+    """Flip each image of a uint8 (N, 3, H, W) batch left-right with probability ``p``, in place;
+    returns which were flipped (bool, N)."""
+    flipped = torch.rand(len(images)) < p
     nhwc = images.permute(0, 2, 3, 1)
-    for i in torch.nonzero(torch.rand(len(images)) < p).flatten().tolist():
+    for i in torch.nonzero(flipped).flatten().tolist():
         nhwc[i] = nhwc[i].flip(1)
-    return images
+    return flipped
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ class TeacherBank:
         path = self.root / entry.file
         if not path.is_file():
             raise FileNotFoundError(f"teacher bank {self.root}: {entry.file} listed but missing")
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
 
     def add(self, payload: dict[str, Any], entry: BankEntry, total_steps: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

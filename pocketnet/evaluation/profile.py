@@ -1,4 +1,4 @@
-"""Model size and compute: parameter counts and FLOPs.
+"""Model size, compute and speed: parameter counts, FLOPs, CPU latency.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one image: a multiply-add
 counts 2, and only matrix products and convolutions are counted (not BN, activations, pooling).
@@ -6,11 +6,14 @@ counts 2, and only matrix products and convolutions are counted (not BN, activat
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params"]
+__all__ = ["count_flops", "count_params", "cpu_latency"]
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
@@ -27,3 +30,23 @@ def count_flops(model: nn.Module, input_size: int) -> int:
         model(torch.zeros(1, 3, input_size, input_size, device=device))
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def cpu_latency(
+    model: nn.Module, input_size: int, warmup: int = 5, runs: int = 20
+) -> tuple[float, float]:
+    """Median and 90th-percentile milliseconds of one batch-1 forward pass on the CPU, eval mode,
+    with torch's current thread count (``torch.get_num_threads()``); the model is left as found."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval().cpu()
+    x = torch.randn(1, 3, input_size, input_size)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    model.to(device).train(was_training)
+    return float(np.median(times)), float(np.percentile(times, 90))

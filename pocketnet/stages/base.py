@@ -71,7 +71,7 @@ class FaceModule(L.LightningModule):
         return float(opt.param_groups[0]["lr"]) if opt is not None else math.nan
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images, indices = batch
+        images, indices = batch[:2]
         self.val_metrics[self.val_names[dataloader_idx]].update(self.embed_fused(images), indices)
 
     def on_validation_epoch_end(self) -> None:
@@ -87,14 +87,20 @@ class FaceModule(L.LightningModule):
         self.log("val/acc", acc, prog_bar=True)
         self.log("val/acc_best", self.acc_best.compute(), prog_bar=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.parameters(), self.optimizer_cfg)
+    def scheduled_optimizer(
+        self, params: Any, optimizer_cfg: Any, scheduler_cfg: Any
+    ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
+        """An optimiser over ``params`` and its per-step warm-up + decay schedule."""
+        optimizer = build_optimizer(params, optimizer_cfg)
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_factor_fn(self.scheduler_cfg, total, per_epoch)
+            optimizer, lr_factor_fn(scheduler_cfg, total, per_epoch)
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1},
-        }
+        return optimizer, {"scheduler": schedule, "interval": "step", "frequency": 1}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer, schedule = self.scheduled_optimizer(
+            self.parameters(), self.optimizer_cfg, self.scheduler_cfg
+        )
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

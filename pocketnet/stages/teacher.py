@@ -16,9 +16,8 @@ class TeacherModule(FaceModule):
     """Cross-entropy over the margin logits of the training identities."""
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
-        logits = self.head(self.backbone(images), labels)
-        loss = F.cross_entropy(logits, labels)
+        logits = self.head(self.backbone(batch.images), batch.labels)
+        loss = F.cross_entropy(logits, batch.labels)
         self.check_finite(loss=loss)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/loss_margin", loss)

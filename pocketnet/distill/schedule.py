@@ -1,0 +1,129 @@
+"""Multi-step KD: the maturity schedule (student progress -> teacher checkpoint) and the callback
+that swaps the teacher as the student trains.
+
+The callback's state (the active checkpoint) is saved in the student's checkpoints; a resumed run
+loads that teacher before its first batch and then follows the schedule as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from pocketnet.config.schema import ScheduleBy
+from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
+
+__all__ = ["TeacherSchedule", "TeacherSwapCallback"]
+
+FRACTION_TOLERANCE = 0.01
+
+
+class TeacherSchedule:
+    """Which bank checkpoint teaches at each point of a ``max_epochs`` student run.
+
+    ``by=epoch``: epoch ``e`` (from 0) uses the checkpoint saved at the end of teacher epoch
+    ``e + offset``. ``by=fraction``: ``points`` ``[[s, t], ...]``: from student fraction ``s`` on,
+    the checkpoint saved nearest teacher fraction ``t`` (within 0.01). Every checkpoint the run
+    will need is looked up at construction, so a gap is an error before training starts.
+    """
+
+    def __init__(self, cfg: Any, bank: TeacherBank, max_epochs: int):
+        self.bank = bank
+        self.by = ScheduleBy(cfg.by)
+        self.max_epochs = max_epochs
+        entries = bank.entries()
+        if self.by is ScheduleBy.epoch:
+            by_epoch: dict[int, BankEntry] = {}
+            for e in sorted(entries, key=lambda e: -e.step):  # epoch-end save = earliest step
+                by_epoch[e.epoch] = e
+            self.epochs: list[BankEntry] = []
+            for epoch in range(max_epochs):
+                want = epoch + cfg.offset
+                if want not in by_epoch:
+                    raise ValueError(
+                        f"kd.schedule (by=epoch, offset={cfg.offset}): student epoch {epoch} "
+                        f"needs the teacher checkpoint of epoch {want}, but the bank "
+                        f"{bank.root} has epochs {sorted(by_epoch)}; train the teacher for "
+                        f">= {max_epochs - 1 + cfg.offset} epochs with stage.bank.every_n_epochs=1"
+                    )
+                self.epochs.append(by_epoch[want])
+        else:
+            try:
+                points = sorted((float(s), float(t)) for s, t in cfg.points)
+            except (TypeError, ValueError):
+                points = []
+            if not points or points[0][0] > 0.0 or not all(0 <= v <= 1 for p in points for v in p):
+                raise ValueError(
+                    f"kd.schedule.points={cfg.points}: by=fraction needs [[student_fraction, "
+                    "teacher_fraction], ...] in [0, 1], starting at student fraction 0"
+                )
+            self.points = [(s, _nearest(entries, t, bank)) for s, t in points]
+
+    def needed(self) -> list[BankEntry]:
+        """The checkpoints the run will use, in order of use, without repeats."""
+        seq = self.epochs if self.by is ScheduleBy.epoch else [e for _, e in self.points]
+        return _unique(seq)
+
+    def entry_at(self, epoch: int, fraction: float) -> BankEntry:
+        """The checkpoint for student ``epoch`` at ``fraction`` of the whole training."""
+        if self.by is ScheduleBy.epoch:
+            return self.epochs[min(epoch, len(self.epochs) - 1)]
+        return [e for s, e in self.points if s <= fraction + 1e-12][-1]
+
+
+def _unique(entries: list[BankEntry]) -> list[BankEntry]:
+    seen: set[str] = set()
+    return [e for e in entries if not (e.file in seen or seen.add(e.file))]
+
+
+def _nearest(entries: list[BankEntry], fraction: float, bank: TeacherBank) -> BankEntry:
+    best = min(entries, key=lambda e: abs(e.fraction - fraction), default=None)
+    if best is None or abs(best.fraction - fraction) > FRACTION_TOLERANCE:
+        raise ValueError(
+            f"kd.schedule: no teacher checkpoint at fraction {fraction} in {bank.root}; it has "
+            f"{sorted({e.fraction for e in entries})} (save more with stage.bank.fractions)"
+        )
+    return best
+
+
+class TeacherSwapCallback(L.Callback):
+    """Loads the scheduled teacher checkpoint into the student's teacher when it changes."""
+
+    def __init__(self, schedule: TeacherSchedule):
+        self.schedule = schedule
+        self.active: str | None = None
+        self.swaps = 0
+
+    def _use(self, module: Any, entry: BankEntry) -> None:
+        if entry.file != self.active:
+            bank = self.schedule.bank
+            module.swap_teacher(bank.load(entry), str(bank.root / entry.file))
+            self.active = entry.file
+            self.swaps += 1
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.active is not None:  # resumed: the teacher of the checkpoint, before any batch
+            entry = next((e for e in self.schedule.bank.entries() if e.file == self.active), None)
+            if entry is None:
+                raise FileNotFoundError(
+                    f"the resumed run used teacher {self.active}, which the bank "
+                    f"{self.schedule.bank.root} no longer lists"
+                )
+            self.active = None
+            self._use(module, entry)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        epoch = trainer.current_epoch
+        fraction = (epoch + batch_idx / max(trainer.num_training_batches, 1)) / max(
+            self.schedule.max_epochs, 1
+        )
+        self._use(module, self.schedule.entry_at(epoch, fraction))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"active": self.active}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.active = state_dict.get("active")

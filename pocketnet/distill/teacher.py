@@ -1,0 +1,188 @@
+"""The frozen teacher of the student stage, from a teacher bank or a backbone file.
+
+The teacher is always in eval mode, never needs gradients and is not a registered submodule of
+the student (so it is outside the optimizer and outside student checkpoints; its ``source`` and
+``step`` are saved instead). A teacher swap loads new weights into the same modules.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
+from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.models.heads import MarginHead
+
+__all__ = [
+    "FrozenTeacher",
+    "load_teacher",
+    "pick_entry",
+    "teacher_from_bank",
+    "teacher_from_file",
+    "transfer_weights",
+]
+
+
+class FrozenTeacher(nn.Module):
+    """A backbone (and, from a bank, its margin head) frozen in eval mode."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: MarginHead | None,
+        input_size: int,
+        source: str,
+        step: int | None = None,
+        model_config: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.input_size = input_size
+        self.source = source
+        self.step = step
+        self.model_config = model_config
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def embedding_size(self) -> int:
+        return int(self.backbone.embedding_size)
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.head is None else int(self.head.weight.shape[0])
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """Stays in eval mode whatever is asked (BN statistics and dropout frozen)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    @torch.no_grad()
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Class logits without margin over the teacher's training identities."""
+        if self.head is None:
+            raise ValueError(
+                f"teacher {self.source} has no head (a backbone file): soft-target KD needs a "
+                "teacher from a bank (stage.teacher.bank)"
+            )
+        return self.head.logits(embeddings)
+
+    def check_same_model(self, payload: dict[str, Any], source: str) -> None:
+        """A bank checkpoint ``payload`` must hold this teacher's model (config and classes)."""
+        if payload.get("model_config") != self.model_config:
+            raise ValueError(
+                f"teacher checkpoint {source} is another model than {self.source}: "
+                f"{_describe(payload.get('model_config'))} vs {_describe(self.model_config)}"
+            )
+
+    def load_payload(self, payload: dict[str, Any], source: str) -> None:
+        """Swap in the weights of a bank checkpoint of the same architecture."""
+        self.check_same_model(payload, source)
+        self.backbone.load_state_dict(payload["backbone"])
+        if self.head is not None:
+            self.head.load_state_dict(payload["head"])
+        self.source, self.step = source, int(payload["step"])
+
+
+def _describe(model_config: dict[str, Any] | None) -> str:
+    if not model_config:
+        return "(no model_config)"
+    b = model_config["backbone"]
+    return (
+        f"{b.get('name')} {b.get('embedding_size')}-d at {model_config['input_size']} px, "
+        f"{model_config['num_classes']} classes"
+    )
+
+
+def teacher_from_bank(bank: TeacherBank, entry: BankEntry) -> FrozenTeacher:
+    """Rebuild the teacher of a bank checkpoint from its stored model config and load it."""
+    payload = bank.load(entry)
+    mc = payload["model_config"]
+    backbone_cfg = {**mc["backbone"]}
+    if "checkpoint" in backbone_cfg:
+        backbone_cfg["checkpoint"] = None  # the bank file holds the weights
+    backbone = backbone_from_config(backbone_cfg, mc["input_size"])
+    head = head_from_config(mc["head"], backbone_cfg["embedding_size"], mc["num_classes"])
+    teacher = FrozenTeacher(backbone, head, mc["input_size"], str(bank.root), None, mc)
+    teacher.load_payload(payload, str(bank.root / entry.file))
+    return teacher
+
+
+def teacher_from_file(
+    checkpoint: str, name: str, embedding_size: int, input_size: int
+) -> FrozenTeacher:
+    """A pocketnet face net (iresnet*, mobilefacenet, pocketnet_*) from a backbone state_dict."""
+    cfg = {
+        "kind": "face",
+        "name": name,
+        "embedding_size": embedding_size,
+        "checkpoint": checkpoint,
+        "model_kwargs": {},
+    }
+    backbone = backbone_from_config(cfg, input_size)
+    return FrozenTeacher(backbone, None, input_size, str(checkpoint))
+
+
+def pick_entry(bank: TeacherBank, index: int) -> BankEntry:
+    """The bank entry at ``index`` (Python indexing: -1 = the last saved)."""
+    entries = bank.entries()
+    if not -len(entries) <= index < len(entries):
+        raise ValueError(
+            f"stage.teacher.entry={index}: the bank {bank.root} holds {len(entries)} "
+            f"checkpoints ({[e.file for e in entries]})"
+        )
+    return entries[index]
+
+
+def load_teacher(cfg: Any) -> FrozenTeacher:
+    """The teacher named by ``stage.teacher``: exactly one of ``bank`` and ``checkpoint``."""
+    if (cfg.bank is None) == (cfg.checkpoint is None):
+        raise ValueError(
+            "stage.teacher: set exactly one of bank=<teacher run>/teacher_bank and "
+            f"checkpoint=<backbone file> (got bank={cfg.bank}, checkpoint={cfg.checkpoint})"
+        )
+    if cfg.bank is not None:
+        bank = TeacherBank(cfg.bank)
+        return teacher_from_bank(bank, pick_entry(bank, cfg.entry))
+    if cfg.backbone is None:
+        raise ValueError(
+            f"stage.teacher.checkpoint={cfg.checkpoint} needs stage.teacher.backbone: the net "
+            "it holds (iresnet18/34/50/100, mobilefacenet, pocketnet_s_128, ...)"
+        )
+    if not Path(cfg.checkpoint).is_file():
+        raise FileNotFoundError(f"stage.teacher.checkpoint: {cfg.checkpoint} does not exist")
+    return teacher_from_file(cfg.checkpoint, cfg.backbone, cfg.embedding_size, cfg.input_size)
+
+
+def transfer_weights(student: nn.Module, teacher: nn.Module) -> list[str]:
+    """Knowledge transfer: copy the teacher backbone's weights into a student of the same
+    architecture. Keys whose shape follows the input size (``size_dependent_keys``: an fc
+    embedding head after flattening, a GDC kernel) keep their fresh initialisation when the
+    resolutions differ; they are returned. Anything else that differs is an error."""
+    s_state, t_state = student.state_dict(), teacher.state_dict()
+    if s_state.keys() != t_state.keys():
+        extra = sorted(set(t_state) - set(s_state))[:5]
+        missing = sorted(set(s_state) - set(t_state))[:5]
+        raise ValueError(
+            "stage.init_from_teacher needs the student to be the teacher's architecture: "
+            f"teacher-only keys {extra}, student-only keys {missing}"
+        )
+    allowed = set(getattr(student, "size_dependent_keys", ()))
+    skipped = [k for k in s_state if s_state[k].shape != t_state[k].shape]
+    bad = [k for k in skipped if k not in allowed]
+    if bad:
+        k = bad[0]
+        raise ValueError(
+            f"stage.init_from_teacher: {k} is {tuple(t_state[k].shape)} in the teacher but "
+            f"{tuple(s_state[k].shape)} in the student (another width or embedding size?)"
+        )
+    student.load_state_dict({k: v for k, v in t_state.items() if k not in skipped}, strict=False)
+    return skipped

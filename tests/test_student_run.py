@@ -1,0 +1,355 @@
+"""The student stage end to end: real teacher banks, real Lightning runs, every KD type."""
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from pocketnet.data.datamodule import FaceBatch
+from pocketnet.distill.teacher_bank import TeacherBank
+from pocketnet.run import SetupError, _setup, run
+from tests.conftest import compose_run
+
+FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+STUDENT = [*FAST, "stage=student", "backbone=resnet18_tiny", "backbone.embedding_size=32"]
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    """A teacher run of 2 epochs: its bank holds the checkpoints of epochs 1 and 2."""
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = compose_run(tmp, [*FAST, "stage=teacher"])
+    run(cfg)
+    return Path(cfg.stage.bank.dir)
+
+
+def _student(tmp_path: Path, bank: Path, *overrides: str):
+    return compose_run(tmp_path, [*STUDENT, f"stage.teacher.bank={bank}", *overrides])
+
+
+def _csv_keys(run_dir: Path) -> set[str]:
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {k for r in rows for k, v in r.items() if v}
+
+
+class Spy(L.Callback):
+    """Records the teacher source at train start and at each batch, and the batches' shapes."""
+
+    def __init__(self):
+        self.at_start: str | None = None
+        self.sources: list[str] = []
+        self.shapes: list[tuple] = []
+
+    def on_train_start(self, trainer, module):
+        self.at_start = Path(module.teacher.source).name
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.sources.append(Path(module.teacher.source).name)
+        self.shapes.append((tuple(batch.images.shape), tuple(batch.student_images.shape)))
+
+
+def _fit_with_spy(cfg, ckpt_path=None):
+    out = Path(cfg.paths.output_dir)
+    trainer, module, dm, _ = _setup(cfg, out)
+    spy = Spy()
+    trainer.callbacks.append(spy)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, module, spy
+
+
+@pytest.mark.parametrize(
+    "kd,terms",
+    [
+        ("none", {"train/loss_margin"}),
+        ("embedding", {"train/loss_margin", "train/loss_kd"}),
+        ("soft_target", {"train/loss_margin", "train/loss_kd"}),
+        ("adversarial", {"train/loss_margin", "train/loss_adv", "train/loss_disc"}),
+        ("multi_step", {"train/loss_margin", "train/loss_kd"}),
+    ],
+)
+def test_a_student_run_per_kd_type_logs_each_term_and_saves_no_teacher(tmp_path, bank, kd, terms):
+    cfg = _student(tmp_path, bank, f"kd={kd}")
+    row = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert row["kd"] == kd and 0.0 <= row["best acc"] <= 1.0
+    assert json.loads((out / "results.json").read_text())["stage"] == "student"
+    logged = _csv_keys(out)
+    assert terms | {"train/loss"} <= logged
+    others = {"train/loss_kd", "train/loss_adv", "train/loss_disc"} - terms
+    assert not others & logged
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not [k for k in ckpt["state_dict"] if k.startswith("teacher")]
+    assert Path(ckpt["teacher"]["source"]).parent == bank
+    assert ckpt["teacher"]["step"] == 6  # the last teacher checkpoint: epoch 2, step 6
+
+
+def test_teacher_stays_frozen_outside_the_optimizer(tmp_path, bank):
+    cfg = _student(tmp_path, bank, "kd=embedding")
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+    student_before = {k: v.clone() for k, v in module.backbone.state_dict().items()}
+    trainer.fit(module, datamodule=dm)
+    after = module.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics too
+    assert not module.teacher.training
+    assert not any(p.requires_grad or p.grad is not None for p in module.teacher.parameters())
+    in_optimizer = {id(p) for g in trainer.optimizers[0].param_groups for p in g["params"]}
+    assert not in_optimizer & {id(p) for p in module.teacher.parameters()}
+    changed = [
+        k for k, v in module.backbone.state_dict().items() if not torch.equal(v, student_before[k])
+    ]
+    assert changed  # the student did learn
+
+
+def test_adversarial_training_updates_both_players(tmp_path, bank):
+    cfg = _student(tmp_path, bank, "kd=adversarial", "kd.loss=least_squares")
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    assert trainer.gradient_clip_val is None and module.clip_val == 5.0
+    d_before = [p.clone() for p in module.discriminator.parameters()]
+    s_before = [p.clone() for p in module.backbone.parameters()]
+    trainer.fit(module, datamodule=dm)
+    assert all(
+        not torch.equal(a, b)
+        for a, b in zip(d_before, module.discriminator.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(s_before, module.backbone.parameters(), strict=True)
+    )
+    assert len(trainer.optimizers) == 2
+    assert trainer.optimizers[1].defaults["lr"] == cfg.kd.optimizer.lr  # its own optimiser
+
+
+def test_adversarial_kd_on_feature_maps_by_tap_name(tmp_path, bank):
+    # the tiny student's stage4 (128 channels, 2x2) vs the narrow teacher's stage3 (128, 4x4)
+    maps = ["kd=adversarial", "kd.features.student=stage4", "kd.features.teacher=stage3"]
+    cfg = _student(tmp_path / "a", bank, *maps)
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    assert module.discriminator.convs[0].in_channels == 128
+    d_before = [p.clone() for p in module.discriminator.parameters()]
+    trainer.fit(module, datamodule=dm)
+    assert all(
+        not torch.equal(a, b)
+        for a, b in zip(d_before, module.discriminator.parameters(), strict=True)
+    )
+    with pytest.raises(
+        SetupError, match=r"student's stage3 has 64 channels, the teacher's stage3 128"
+    ):
+        _bad(tmp_path / "b", bank, *maps[:1], "kd.features.student=stage3", maps[2])
+    with pytest.raises(SetupError, match=r"caches embeddings only"):
+        _bad(tmp_path / "c", bank, *maps, "kd.cache=true")
+
+
+def test_multi_step_swaps_the_scheduled_teacher_each_epoch_and_after_resume(tmp_path, bank):
+    names = {e.epoch: e.file for e in TeacherBank(bank).entries()}
+    cfg = _student(tmp_path / "full", bank, "kd=multi_step")
+    _, _, spy = _fit_with_spy(cfg)
+    assert spy.sources == [names[1]] * 3 + [names[2]] * 3  # student epoch e <- teacher e + 1
+
+    first = _student(tmp_path / "a", bank, "kd=multi_step", "trainer.max_epochs=1")
+    _fit_with_spy(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["callbacks"]["TeacherSwapCallback"] == {"active": names[1]}
+    resumed = _student(tmp_path / "b", bank, "kd=multi_step")
+    _, _, spy = _fit_with_spy(resumed, ckpt_path=str(last))
+    assert spy.at_start == names[1]  # the checkpoint's teacher, before any batch
+    assert spy.sources == [names[2]] * 3
+
+
+def test_multi_step_by_fraction(tmp_path, bank):
+    names = {e.epoch: e.file for e in TeacherBank(bank).entries()}
+    cfg = _student(
+        tmp_path,
+        bank,
+        "kd=multi_step",
+        "kd.schedule.by=fraction",
+        "kd.schedule.points=[[0,0.5],[0.5,1.0]]",
+    )
+    _, _, spy = _fit_with_spy(cfg)
+    assert spy.sources == [names[1]] * 3 + [names[2]] * 3
+
+
+def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank):
+    cfg = _student(tmp_path, bank, "kd=embedding", "kd.cache=true", "data.flip=true")
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    module._activate_cache()
+    path = module.cache.path
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert module.cache.table.shape == (len(dm.train_set), 2, 32)
+    images, labels, keys = dm.train_set.__getitems__(list(range(16)))
+    assert 0 < int((keys % 2).sum()) < 16  # both flips present
+    x = dm.transform(images)
+    batch = FaceBatch(x, labels, keys, x)
+    f_s = module.backbone(x)
+    cached = module.kd_terms(f_s, batch)["loss_kd"]
+    cache, module.cache = module.cache, None
+    live = module.kd_terms(f_s, batch)["loss_kd"]
+    assert cached.item() == pytest.approx(live.item(), rel=1e-5, abs=1e-7)
+    assert torch.allclose(cache.lookup(keys), module.teacher(x), atol=1e-5)
+    # a second student run over the same teacher and data reuses the table
+    assert cache.activate(module.teacher, dm.ordered_train_loader, dm.transform) is False
+    other = _student(tmp_path / "r", bank, "kd=embedding", "kd.cache=true", "data.seed=3")
+    _, module2, _, _ = _setup(other, Path(other.paths.output_dir))
+    module2._activate_cache()
+    assert module2.cache.path != path  # other data: another table
+
+
+def test_cross_resolution_batches_carry_both_views(tmp_path, bank):
+    teacher_dir = tmp_path / "t48"
+    tcfg = compose_run(teacher_dir, [*FAST, "stage=teacher", "data.resolution=48"])
+    run(tcfg)
+    cfg = compose_run(
+        tmp_path / "s",
+        [
+            *STUDENT,
+            "data.resolution=48",
+            "resolution=r32",
+            f"stage.teacher.bank={tcfg.stage.bank.dir}",
+            "kd=embedding",
+        ],
+    )
+    trainer, module, spy = _fit_with_spy(cfg)
+    assert set(spy.shapes) == {((16, 3, 48, 48), (16, 3, 32, 32))}
+    assert module.backbone.input_size == 32 and module.teacher.input_size == 48
+
+
+def test_knowledge_transfer_copies_the_teacher_except_size_dependent_keys(tmp_path):
+    teacher_dir = tmp_path / "t48"
+    tcfg = compose_run(teacher_dir, [*FAST, "stage=teacher", "data.resolution=48"])
+    run(tcfg)
+    cfg = compose_run(
+        tmp_path / "s",
+        [
+            *FAST,
+            "stage=student",
+            "data.resolution=48",
+            "resolution=r32",
+            f"stage.teacher.bank={tcfg.stage.bank.dir}",
+            "stage.init_from_teacher=true",
+        ],
+    )
+    _, module, _, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    s, t = module.backbone.state_dict(), module.teacher.backbone.state_dict()
+    differ = sorted(k for k in s if s[k].shape != t[k].shape or not torch.equal(s[k], t[k]))
+    assert differ == sorted(module.backbone.size_dependent_keys)
+
+
+def test_embedding_size_mismatch_needs_a_projection(tmp_path, bank):
+    cfg = _student(tmp_path / "a", bank, "kd=embedding", "backbone.embedding_size=16")
+    with pytest.raises(SetupError, match=r"student embeds in 16-d.*32-d.*kd.projection=true"):
+        run(cfg)
+    cfg = _student(
+        tmp_path / "b", bank, "kd=embedding", "backbone.embedding_size=16", "kd.projection=true"
+    )
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    assert module.projection.weight.shape == (32, 16)
+    trainer.fit(module, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["train/loss_kd"])
+
+
+def _bad(tmp_path, bank, *overrides):
+    return run(_student(tmp_path, bank, *overrides))
+
+
+def test_setup_errors_name_the_file_and_the_mismatch(tmp_path, bank):
+    with pytest.raises(SetupError, match=r"no index.json"):
+        _bad(tmp_path / "a", tmp_path / "nowhere", "kd=embedding")
+    with pytest.raises(
+        SetupError, match=r"student epoch 2 needs the teacher checkpoint of epoch 3"
+    ):
+        _bad(tmp_path / "b", bank, "kd=multi_step", "trainer.max_epochs=3")
+    with pytest.raises(SetupError, match=r"no teacher checkpoint at fraction 0.25"):
+        _bad(
+            tmp_path / "c",
+            bank,
+            "kd=multi_step",
+            "kd.schedule.by=fraction",
+            "kd.schedule.points=[[0,0.25]]",
+        )
+    with pytest.raises(SetupError, match=r"starting at student fraction 0"):
+        _bad(tmp_path / "c2", bank, "kd=multi_step", "kd.schedule.by=fraction")
+    with pytest.raises(SetupError, match=r"takes 32 px images but data.resolution=48"):
+        _bad(tmp_path / "d", bank, "kd=embedding", "data.resolution=48")
+    with pytest.raises(SetupError, match=r"trained on 16 identities, the data has 12"):
+        _bad(tmp_path / "e", bank, "kd=soft_target", "data.num_train_identities=12")
+    with pytest.raises(SetupError, match=r"exactly one of bank"):
+        run(compose_run(tmp_path / "f", [*STUDENT, "kd=embedding"]))
+    missing = tmp_path / "backbone.pth"
+    with pytest.raises(SetupError, match=r"backbone.pth does not exist"):
+        run(
+            compose_run(
+                tmp_path / "g",
+                [
+                    *STUDENT,
+                    "kd=embedding",
+                    f"stage.teacher.checkpoint={missing}",
+                    "stage.teacher.backbone=iresnet18",
+                ],
+            )
+        )
+
+
+def test_a_bank_checkpoint_of_another_model_is_refused_before_training(tmp_path, bank):
+    copy = tmp_path / "bank"
+    copy.mkdir()
+    for f in bank.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    entries = TeacherBank(copy).entries()
+    payload = torch.load(copy / entries[-1].file, weights_only=True)
+    payload["model_config"]["backbone"]["name"] = "resnet34"
+    torch.save(payload, copy / entries[-1].file)
+    with pytest.raises(SetupError, match=rf"{entries[-1].file} is another model.*resnet34"):
+        _bad(tmp_path / "a", copy, "kd=multi_step", "stage.teacher.entry=0")
+
+
+def test_teacher_from_an_insightface_style_backbone_file(tmp_path):
+    import timm
+
+    net = timm.create_model("iresnet18", embedding_size=32, input_size=32)
+    path = tmp_path / "backbone.pth"
+    torch.save(net.state_dict(), path)
+    spec = [
+        f"stage.teacher.checkpoint={path}",
+        "stage.teacher.backbone=iresnet18",
+        "stage.teacher.embedding_size=32",
+        "stage.teacher.input_size=32",
+    ]
+    cfg = compose_run(tmp_path / "ok", [*STUDENT, "kd=embedding", *spec])
+    trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(module.teacher(x), net.eval()(x), atol=1e-6)
+    wrong = compose_run(
+        tmp_path / "bad",
+        [*STUDENT, "kd=embedding", *spec[:1], "stage.teacher.backbone=iresnet50", *spec[2:]],
+    )
+    with pytest.raises(SetupError, match=r"does not fit iresnet50"):
+        run(wrong)
+    with pytest.raises(SetupError, match=r"soft-target KD\s+needs a teacher from a bank"):
+        run(compose_run(tmp_path / "st", [*STUDENT, "kd=soft_target", *spec]))
+
+
+def test_cached_and_live_students_learn_alike(tmp_path, bank):
+    """The same seeded student run with and without the cache ends with the same loss."""
+    losses = []
+    for name, cache in (("live", "false"), ("cached", "true")):
+        cfg = _student(tmp_path / name, bank, "kd=embedding", f"kd.cache={cache}")
+        L.seed_everything(0)
+        trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+        trainer.fit(module, datamodule=dm)
+        losses.append(float(trainer.callback_metrics["train/loss_kd"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert losses[0] > 0
+
+
+def test_multi_step_with_the_cache_builds_one_table_per_teacher_checkpoint(tmp_path, bank):
+    cfg = _student(tmp_path, bank, "kd=multi_step", "kd.cache=true")
+    run(cfg)
+    tables = sorted((Path(cfg.paths.cache_dir) / "teacher").glob("*.npy"))
+    about = [json.loads(p.with_suffix(".json").read_text()) for p in tables]
+    assert sorted(Path(a["teacher"]).name for a in about) == sorted(
+        e.file for e in TeacherBank(bank).entries()
+    )
