@@ -20,7 +20,7 @@ from pocketnet.console import print_config_tree, print_results
 from pocketnet.data.datamodule import FaceDataModule
 from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.schedule import TeacherSchedule, TeacherSwapCallback
-from pocketnet.distill.teacher import load_teacher, transfer_weights
+from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.distill.teacher_bank import TeacherBank, TeacherBankCallback
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
@@ -70,18 +70,24 @@ def _model_config(cfg: DictConfig, input_size: int, num_classes: int) -> dict[st
     }
 
 
+def _teacher(cfg: DictConfig) -> FrozenTeacher | None:
+    """The student stage's teacher (none for a plain student without one configured)."""
+    spec = cfg.stage.teacher
+    needed = cfg.kd.name != "none" or cfg.stage.init_from_teacher
+    given = spec.bank is not None or spec.checkpoint is not None
+    return load_teacher(spec) if needed or given else None
+
+
 def _student(
     cfg: DictConfig,
+    teacher: FrozenTeacher | None,
     dm: FaceDataModule,
     backbone: nn.Module,
     head: nn.Module,
     trainer_kwargs: dict[str, Any],
 ) -> tuple[StudentModule, list[L.Callback], dict[str, Any]]:
-    """The student module with its teacher, KD term, schedule callback and cache."""
+    """The student module with its KD term, schedule callback and cache."""
     kd, spec = cfg.kd, cfg.stage.teacher
-    needs_teacher = kd.name != "none" or cfg.stage.init_from_teacher
-    has_teacher = spec.bank is not None or spec.checkpoint is not None
-    teacher = load_teacher(spec) if needs_teacher or has_teacher else None
     callbacks: list[L.Callback] = []
     about: dict[str, Any] = {"kd": kd.name}
     if teacher is not None:
@@ -149,6 +155,7 @@ def _setup(
     if stage not in ("teacher", "student"):
         raise ValueError(f"stage={stage!r} is not known; valid: teacher, student, pipeline")
     size = cfg.data.resolution if stage == "teacher" else cfg.resolution.student
+    teacher = None if stage == "teacher" else _teacher(cfg)  # its errors before any data work
     dm = FaceDataModule(cfg.data, model_resolution=size)
     dm.prepare_data()
     backbone = backbone_from_config(cfg.backbone, size)
@@ -176,7 +183,7 @@ def _setup(
                 )
             )
     else:
-        module, extra, about = _student(cfg, dm, backbone, head, trainer_kwargs)
+        module, extra, about = _student(cfg, teacher, dm, backbone, head, trainer_kwargs)
         callbacks += extra
     trainer = L.Trainer(
         **trainer_kwargs,

@@ -9,18 +9,11 @@ import pytest
 from pocketnet.cli import CONF_DIR
 from pocketnet.config.checks import ConfigError, check_overrides
 
-GROUPS = [
-    "stage",
-    "data",
-    "backbone",
-    "head",
-    "kd",
-    "resolution",
-    "trainer",
-    "logger",
-    "callbacks",
-    "paths",
-]
+GROUPS = sorted(
+    p.name
+    for p in Path(CONF_DIR).iterdir()
+    if p.is_dir() and p.name not in ("experiment", "debug", "hydra")
+)
 
 
 def _options(group: str) -> list[str]:

@@ -198,37 +198,33 @@ def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank)
     assert module2.cache.path != path  # other data: another table
 
 
-def test_cross_resolution_batches_carry_both_views(tmp_path, bank):
-    teacher_dir = tmp_path / "t48"
-    tcfg = compose_run(teacher_dir, [*FAST, "stage=teacher", "data.resolution=48"])
-    run(tcfg)
-    cfg = compose_run(
-        tmp_path / "s",
-        [
-            *STUDENT,
-            "data.resolution=48",
-            "resolution=r32",
-            f"stage.teacher.bank={tcfg.stage.bank.dir}",
-            "kd=embedding",
-        ],
+@pytest.fixture(scope="module")
+def bank48(tmp_path_factory) -> Path:
+    """A teacher trained at 48 px (the high-resolution side of cross-resolution runs)."""
+    tcfg = compose_run(
+        tmp_path_factory.mktemp("t48"), [*FAST, "stage=teacher", "data.resolution=48"]
     )
+    run(tcfg)
+    return Path(tcfg.stage.bank.dir)
+
+
+def test_cross_resolution_batches_carry_both_views(tmp_path, bank48):
+    cfg = _student(tmp_path, bank48, "data.resolution=48", "resolution=r32", "kd=embedding")
     trainer, module, spy = _fit_with_spy(cfg)
     assert set(spy.shapes) == {((16, 3, 48, 48), (16, 3, 32, 32))}
     assert module.backbone.input_size == 32 and module.teacher.input_size == 48
 
 
-def test_knowledge_transfer_copies_the_teacher_except_size_dependent_keys(tmp_path):
-    teacher_dir = tmp_path / "t48"
-    tcfg = compose_run(teacher_dir, [*FAST, "stage=teacher", "data.resolution=48"])
-    run(tcfg)
+def test_knowledge_transfer_copies_the_teacher_except_size_dependent_keys(tmp_path, bank48):
+    # the student is the teacher's architecture (the default narrow ResNet18), at 32 px
     cfg = compose_run(
-        tmp_path / "s",
+        tmp_path,
         [
             *FAST,
             "stage=student",
             "data.resolution=48",
             "resolution=r32",
-            f"stage.teacher.bank={tcfg.stage.bank.dir}",
+            f"stage.teacher.bank={bank48}",
             "stage.init_from_teacher=true",
         ],
     )

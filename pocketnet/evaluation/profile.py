@@ -33,20 +33,24 @@ def count_flops(model: nn.Module, input_size: int) -> int:
 
 
 def cpu_latency(
-    model: nn.Module, input_size: int, warmup: int = 5, runs: int = 20
+    model: nn.Module, input_size: int, warmup: int = 10, runs: int = 100, budget_s: float = 1.5
 ) -> tuple[float, float]:
     """Median and 90th-percentile milliseconds of one batch-1 forward pass on the CPU, eval mode,
-    with torch's current thread count (``torch.get_num_threads()``); the model is left as found."""
+    with torch's current thread count (``torch.get_num_threads()``): ``runs`` timed passes after
+    ``warmup``, fewer (at least 10) when they would take more than ``budget_s``. The model is
+    left as found."""
     was_training = model.training
     device = next(model.parameters()).device
     model.eval().cpu()
-    x = torch.randn(1, 3, input_size, input_size)
-    times = []
+    x = torch.zeros(1, 3, input_size, input_size)  # no draw from the training's random stream
+    times: list[float] = []
     with torch.inference_mode():
-        for i in range(warmup + runs):
+        for _ in range(warmup):
+            model(x)
+        deadline = time.perf_counter() + budget_s
+        while len(times) < runs and (len(times) < 10 or time.perf_counter() < deadline):
             start = time.perf_counter()
             model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
+            times.append((time.perf_counter() - start) * 1e3)
     model.to(device).train(was_training)
     return float(np.median(times)), float(np.percentile(times, 90))
