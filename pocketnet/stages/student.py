@@ -58,8 +58,9 @@ class StudentModule(FaceModule):
         self.kd = kd
         object.__setattr__(self, "teacher", teacher)  # not a submodule (see module docstring)
         self.cache = cache
-        self.cache_source: tuple[Callable[[], Any], Callable[[torch.Tensor], torch.Tensor]] | None
-        self.cache_source = None
+        self.cache_source: (
+            tuple[Callable[[], Any], Callable[[torch.Tensor], torch.Tensor]] | None
+        ) = None
         self.clip_val = gradient_clip_val
         if teacher is None and kd.name != "none":
             raise ValueError(f"kd={kd.name} needs a teacher: set stage.teacher.bank or .checkpoint")
