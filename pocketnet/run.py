@@ -117,7 +117,7 @@ def _student(
             teacher.check_same_model(bank.load(entry), str(bank.root / entry.file))
         first = schedule.entry_at(0, 0.0)
         teacher.load_payload(bank.load(first), str(bank.root / first.file))
-        callbacks.append(TeacherSwapCallback(schedule))
+        callbacks.append(TeacherSwapCallback(schedule, loaded=first.file))
         about["teacher checkpoints"] = len(schedule.needed())
     if cfg.stage.init_from_teacher:
         fresh = transfer_weights(backbone, teacher.backbone)

@@ -159,6 +159,17 @@ def test_multi_step_swaps_the_scheduled_teacher_each_epoch_and_after_resume(tmp_
     assert spy.at_start == names[1]  # the checkpoint's teacher, before any batch
     assert spy.sources == [names[2]] * 3
 
+    # a checkpoint holding another teacher than the one the new run sets up (epoch 2, not 1):
+    # the resumed run takes the checkpoint's before its first batch
+    ahead = _student(
+        tmp_path / "c", bank, "kd=multi_step", "kd.schedule.offset=2", "trainer.max_epochs=1"
+    )
+    _fit_with_spy(ahead)
+    last = Path(ahead.paths.output_dir) / "checkpoints" / "last.ckpt"
+    resumed = _student(tmp_path / "d", bank, "kd=multi_step")
+    _, _, spy = _fit_with_spy(resumed, ckpt_path=str(last))
+    assert spy.at_start == names[2]
+
 
 def test_multi_step_by_fraction(tmp_path, bank):
     names = {e.epoch: e.file for e in TeacherBank(bank).entries()}

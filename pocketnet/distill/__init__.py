@@ -1,1 +1,2 @@
-"""Knowledge distillation pieces: the teacher bank written by the teacher stage."""
+"""Knowledge distillation: teacher bank, frozen teacher, KD losses, feature hooks, multi-step
+schedule and the teacher-output cache."""

@@ -73,8 +73,7 @@ class TeacherSchedule:
 
 
 def _unique(entries: list[BankEntry]) -> list[BankEntry]:
-    seen: set[str] = set()
-    return [e for e in entries if not (e.file in seen or seen.add(e.file))]
+    return list({e.file: e for e in entries}.values())
 
 
 def _nearest(entries: list[BankEntry], fraction: float, bank: TeacherBank) -> BankEntry:
@@ -88,29 +87,30 @@ def _nearest(entries: list[BankEntry], fraction: float, bank: TeacherBank) -> Ba
 
 
 class TeacherSwapCallback(L.Callback):
-    """Loads the scheduled teacher checkpoint into the student's teacher when it changes."""
+    """Loads the scheduled teacher checkpoint into the student's teacher when it changes.
 
-    def __init__(self, schedule: TeacherSchedule):
+    ``loaded``: the bank file the teacher holds at the start (no reload when it is scheduled).
+    """
+
+    def __init__(self, schedule: TeacherSchedule, loaded: str | None = None):
         self.schedule = schedule
-        self.active: str | None = None
-        self.swaps = 0
+        self.active = loaded
+        self.resumed: str | None = None
 
     def _use(self, module: Any, entry: BankEntry) -> None:
         if entry.file != self.active:
             bank = self.schedule.bank
             module.swap_teacher(bank.load(entry), str(bank.root / entry.file))
             self.active = entry.file
-            self.swaps += 1
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.active is not None:  # resumed: the teacher of the checkpoint, before any batch
-            entry = next((e for e in self.schedule.bank.entries() if e.file == self.active), None)
+        if self.resumed is not None:  # the teacher of the checkpoint, before any batch
+            entry = next((e for e in self.schedule.bank.entries() if e.file == self.resumed), None)
             if entry is None:
                 raise FileNotFoundError(
-                    f"the resumed run used teacher {self.active}, which the bank "
+                    f"the resumed run used teacher {self.resumed}, which the bank "
                     f"{self.schedule.bank.root} no longer lists"
                 )
-            self.active = None
             self._use(module, entry)
 
     def on_train_batch_start(
@@ -126,4 +126,4 @@ class TeacherSwapCallback(L.Callback):
         return {"active": self.active}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.active = state_dict.get("active")
+        self.resumed = state_dict.get("active")

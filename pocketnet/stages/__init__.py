@@ -1,1 +1,1 @@
-"""LightningModules: one per stage (teacher; search and student come later)."""
+"""LightningModules: one per stage (teacher, student; search comes later)."""
