@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pocketnet.callbacks import build_callbacks
+from pocketnet.config.schema import SearchOrder
 from pocketnet.console import print_config_tree, print_results
 from pocketnet.data.datamodule import FaceDataModule
 from pocketnet.distill.cache import TeacherCache
@@ -24,7 +25,12 @@ from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weig
 from pocketnet.distill.teacher_bank import TeacherBank, TeacherBankCallback
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.models.pocketnet.network import PocketNet
+from pocketnet.search.data import SearchDataModule
+from pocketnet.search.recorder import SearchRecorder
+from pocketnet.search.supernet import SuperNet
 from pocketnet.stages.base import FaceModule
+from pocketnet.stages.search import SearchModule
 from pocketnet.stages.student import StudentModule
 from pocketnet.stages.teacher import TeacherModule
 
@@ -122,12 +128,7 @@ def _student(
     if cfg.stage.init_from_teacher:
         fresh = transfer_weights(backbone, teacher.backbone)
         log.info("knowledge transfer from %s (kept fresh: %s)", teacher.source, fresh or "none")
-    clip = None
-    if kd.name == "adversarial":  # manual optimisation: the module clips its two optimizers
-        clip = trainer_kwargs.pop("gradient_clip_val")
-        trainer_kwargs["gradient_clip_val"] = None
-        if trainer_kwargs["accumulate_grad_batches"] != 1:
-            raise ValueError("kd=adversarial does not support trainer.accumulate_grad_batches > 1")
+    clip = _manual_clip(trainer_kwargs, "kd=adversarial") if kd.name == "adversarial" else None
     cache = None
     if kd.get("cache"):
         data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
@@ -148,18 +149,52 @@ def _student(
     return module, callbacks, about
 
 
+def _manual_clip(trainer_kwargs: dict[str, Any], who: str) -> float | None:
+    """Take gradient clipping from the trainer to a manually optimised module (which clips)."""
+    clip = trainer_kwargs.pop("gradient_clip_val")
+    trainer_kwargs["gradient_clip_val"] = None
+    if trainer_kwargs["accumulate_grad_batches"] != 1:
+        raise ValueError(f"{who} does not support trainer.accumulate_grad_batches > 1")
+    return clip
+
+
+def _search_results(recorder: SearchRecorder, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """The best genotype's epoch, score and file, and its size as the ``stage.derived`` net."""
+    if recorder.best is None:
+        return {}
+    d, size = cfg.stage.derived, cfg.data.resolution
+    net = PocketNet(d.C, d.n_cells, d.embedding_size, recorder.best_genotype, size)
+    return {
+        "best top1": recorder.best[cfg.stage.monitor],
+        "best epoch": recorder.best["epoch"],
+        "derived params": count_params(net),
+        "derived MFLOPs": count_flops(net, size) / 1e6,
+        "genotype": str(output_dir / "genotype.yaml"),
+    }
+
+
+STAGES = ("teacher", "student", "search", "pipeline")
+
+
 def _setup(
     cfg: DictConfig, output_dir: Path
 ) -> tuple[L.Trainer, FaceModule, FaceDataModule, dict[str, Any]]:
     stage = cfg.stage.name
-    if stage not in ("teacher", "student"):
-        raise ValueError(f"stage={stage!r} is not known; valid: teacher, student, pipeline")
-    size = cfg.data.resolution if stage == "teacher" else cfg.resolution.student
-    teacher = None if stage == "teacher" else _teacher(cfg)  # its errors before any data work
-    dm = FaceDataModule(cfg.data, model_resolution=size)
+    if stage not in STAGES[:-1]:
+        raise ValueError(f"stage={stage!r} is not known; valid: {', '.join(STAGES)}")
+    size = cfg.resolution.student if stage == "student" else cfg.data.resolution
+    teacher = _teacher(cfg) if stage == "student" else None  # its errors before any data work
+    if stage == "search":
+        split = cfg.stage.split
+        dm: FaceDataModule = SearchDataModule(cfg.data, split.weight_fraction, split.seed)
+        backbone: nn.Module = SuperNet(**cfg.stage.supernet, input_size=size)
+        name, embedding = "supernet", cfg.stage.supernet.embedding_size
+    else:
+        dm = FaceDataModule(cfg.data, model_resolution=size)
+        backbone = backbone_from_config(cfg.backbone, size)
+        name, embedding = cfg.backbone.name, cfg.backbone.embedding_size
     dm.prepare_data()
-    backbone = backbone_from_config(cfg.backbone, size)
-    head = head_from_config(cfg.head, cfg.backbone.embedding_size, dm.num_classes)
+    head = head_from_config(cfg.head, embedding, dm.num_classes)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     loggers = build_loggers(cfg.logger, output_dir)
     callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers))
@@ -182,6 +217,26 @@ def _setup(
                     list(bank.fractions),
                 )
             )
+    elif stage == "search":
+        if str(cfg.trainer.precision).startswith("16"):
+            raise ValueError(
+                f"stage=search: trainer.precision={cfg.trainer.precision} is not supported (the "
+                "architecture gradient is taken outside AMP's loss scaler); use 32-true or "
+                "bf16-mixed"
+            )
+        module = SearchModule(
+            backbone,
+            head,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            cfg.stage.arch_optimizer,
+            {v.name: v.issame for v in dm.val_sets},
+            cfg.stage.order,
+            _manual_clip(trainer_kwargs, "stage=search"),
+            cfg.stage.hessian_eps,
+        )
+        callbacks.append(SearchRecorder(output_dir, cfg.stage.monitor))
+        about = {"order": SearchOrder(cfg.stage.order).value}
     else:
         module, extra, about = _student(cfg, teacher, dm, backbone, head, trainer_kwargs)
         callbacks += extra
@@ -193,7 +248,7 @@ def _setup(
     )
     latency, latency_p90 = cpu_latency(backbone, size)
     profile = {
-        "model": cfg.backbone.name,
+        "model": name,
         "stage": stage,
         **about,
         "params": count_params(backbone),
@@ -202,7 +257,7 @@ def _setup(
         "CPU ms": latency,
         "CPU ms p90": latency_p90,
         "input": size,
-        "embedding": cfg.backbone.embedding_size,
+        "embedding": embedding,
     }
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -235,6 +290,9 @@ def _fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 row[f"{name} {key}"] = metrics[f"val/{name}/{key}"]
     if "val/acc_best" in metrics:
         row["best acc"] = metrics["val/acc_best"]
+    for callback in trainer.callbacks:
+        if isinstance(callback, SearchRecorder):
+            row.update(_search_results(callback, cfg, output_dir))
     if trainer.is_global_zero:
         print_results(f"{cfg.task_name}: results", [row])
         (output_dir / cfg.results_file).write_text(

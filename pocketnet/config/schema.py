@@ -46,6 +46,11 @@ class ScheduleBy(str, Enum):
     fraction = "fraction"
 
 
+class SearchOrder(str, Enum):
+    first = "first"
+    second = "second"
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -123,6 +128,17 @@ class FaceNetBackboneConfig:
     embedding_size: int = 512
     checkpoint: str | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PocketNetBackboneConfig(FaceNetBackboneConfig):
+    """``backbone=pocketnet``: any genotype (a built-in name, a YAML or DARTS-string file such as
+    a search run's ``genotype.yaml``) at any width ``C`` and depth ``n_cells``."""
+
+    name: str = "pocketnet_s_128"
+    genotype: str = "face"
+    C: int = 16
+    n_cells: int = 18
 
 
 @dataclass
@@ -217,6 +233,58 @@ class PipelineStageConfig(TeacherStageConfig):
 
     name: str = "pipeline"
     student_backbone: Any = MISSING
+
+
+@dataclass
+class ArchOptimizerConfig:
+    """Adam over the architecture parameters (L2 weight decay, as in DARTS)."""
+
+    lr: float = 1.2e-3
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 1e-3
+
+
+@dataclass
+class SupernetConfig:
+    C: int = 16
+    n_cells: int = 8
+    n_nodes: int = 4
+    stem_multiplier: int = 3
+    embedding_size: int = 128
+    width: int = 512
+    gdc_groups: int = 128
+
+
+@dataclass
+class SplitConfig:
+    weight_fraction: float = 0.5  # of each identity's images; the rest trains the alphas
+    seed: int = 0
+
+
+@dataclass
+class DerivedNetConfig:
+    """The network a derived genotype is profiled as (params, FLOPs) in the results."""
+
+    C: int = 16
+    n_cells: int = 18
+    embedding_size: int = 128
+
+
+@dataclass
+class SearchStageConfig:
+    """DARTS: weights by ``optimizer``/``scheduler`` on one half of each identity's images,
+    alphas by ``arch_optimizer`` on the other; ``order`` first or second."""
+
+    name: str = "search"
+    order: SearchOrder = SearchOrder.second
+    monitor: str = "val/top1"
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    arch_optimizer: ArchOptimizerConfig = field(default_factory=ArchOptimizerConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    hessian_eps: float = 0.01
+    derived: DerivedNetConfig = field(default_factory=DerivedNetConfig)
 
 
 # ----------------------------------------------------------------------------- kd
@@ -424,11 +492,16 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "rec": FaceFilesDataConfig,
         "folder": FaceFilesDataConfig,
     },
-    "backbone": {"timm": TimmBackboneConfig, "face": FaceNetBackboneConfig},
+    "backbone": {
+        "timm": TimmBackboneConfig,
+        "face": FaceNetBackboneConfig,
+        "pocketnet": PocketNetBackboneConfig,
+    },
     "stage": {
         "teacher": TeacherStageConfig,
         "student": StudentStageConfig,
         "pipeline": PipelineStageConfig,
+        "search": SearchStageConfig,
     },
     "kd": {
         "none": NoKDConfig,

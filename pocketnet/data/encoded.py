@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
+from tqdm import tqdm
 
 from pocketnet.data.recordio import RecordIOError, RecordReader, unpack_record
 
@@ -111,6 +113,22 @@ class RecordImages:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """The identity of every image: from the identity ranges when the pack has them, else
+        read from each record's header (a pass over the file, with a progress bar)."""
+        if self.ranges is None:
+            records = tqdm(range(len(self)), desc="reading labels", unit="rec")
+            return np.array([self.read(i)[1] for i in records], dtype=np.int64)
+        owner = np.full(max(int(self.keys.max()), int(self.ranges.max())) + 1, -1, np.int64)
+        for identity, (start, end) in enumerate(self.ranges.tolist()):
+            owner[start:end] = identity
+        labels = owner[self.keys]
+        if (labels < 0).any():
+            i = int(np.flatnonzero(labels < 0)[0])
+            raise RecordIOError(f"{self.where(i)}: the image belongs to no identity range")
+        return labels
 
     def where(self, i: int) -> str:
         key, offset, _ = self._table[i]
@@ -234,6 +252,11 @@ class EncodedImageDataset(Dataset):
         self.skip_corrupt = skip_corrupt
         self.flip = flip
         self.skipped = 0
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every image's target (identity), without decoding."""
+        return np.asarray(self.source.labels)
 
     def __len__(self) -> int:
         return len(self.source)

@@ -49,10 +49,12 @@ def backbone_from_config(cfg: Any, input_size: int) -> nn.Module:
                 f"backbone.name={cfg['name']!r} is not a pocketnet face net; valid: "
                 f"{FACE_MODELS} (any other timm model: backbone=timm backbone.name=...)"
             )
+        pocketnet_args = {k: cfg[k] for k in ("genotype", "C", "n_cells") if k in cfg}
         model = timm.create_model(
             cfg["name"],
             embedding_size=cfg["embedding_size"],
             input_size=input_size,
+            **pocketnet_args,
             **cfg["model_kwargs"],
         )
         if cfg["checkpoint"] is not None:

@@ -1,0 +1,1 @@
+"""DARTS search on faces: the supernet, the architecture gradient, the data split, the record."""
