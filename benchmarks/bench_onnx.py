@@ -1,0 +1,137 @@
+"""ONNX Runtime vs eager PyTorch on the CPU: batch-1 latency and output parity of one backbone.
+
+For ``--model`` (default ``pocketnet_s_128``) at ``--size`` (112), batch 1, on the CPU with one
+thread count for both (``--threads``, default ``torch.get_num_threads()``), printed with the table:
+
+- eager: eval mode under ``torch.inference_mode()``;
+- ONNX Runtime: the graph of ``export_onnx`` (dynamic batch) in a CPU session with
+  ``intra_op_num_threads`` = the thread count, ``inter_op_num_threads`` = 1 and all graph
+  optimisations (``ORT_ENABLE_ALL``);
+- timing: ``--warmup`` forwards each, then ``--rounds`` rounds that each run a block of
+  ``--reps`` timed forwards per backend, the order alternating between rounds, so drifts in the
+  machine's load hit both alike; each block starts with one untimed forward that absorbs the
+  hand-over between the two thread pools. Median and p90 ms per forward; ratio of the medians.
+  (``evaluation.profile.cpu_latency`` times one model in one block, so it cannot interleave.)
+- parity: max |ORT - eager| at batch 1 and 7 (``onnx_parity``), beside the embeddings' max |x|.
+
+A fresh model's BN statistics (mean 0, var 1) give PocketNet embeddings of ~1e9, so unless
+``--checkpoint`` loads a backbone state_dict they are set from one train-mode batch of random
+faces first, for a parity figure on O(1) embeddings.
+Run: ``python benchmarks/bench_onnx.py [--model pocketnet_s_128] [--size 112] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import timm
+import torch
+from torch import nn
+
+import pocketnet  # noqa: F401  (registers the face backbones with timm)
+from pocketnet.evaluation.export import INPUT_NAME, export_onnx, file_size_mb, onnx_parity
+
+
+def calibrate_bn(model: nn.Module, size: int, batch: int = 16) -> None:
+    """Set every BN's running statistics from one train-mode batch of uniform [-1, 1] images."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: one batch sets the statistics
+    with torch.no_grad():
+        model.train()(torch.rand(batch, 3, size, size) * 2 - 1)
+    model.eval()
+
+
+def interleaved_ms(
+    runs: dict[str, Callable[[], object]], warmup: int, rounds: int, reps: int
+) -> dict[str, list[float]]:
+    """Milliseconds per call of each runner, timed in alternating blocks (see module doc)."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            run = runs[name]
+            run()
+            for _ in range(reps):
+                start = time.perf_counter()
+                run()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="pocketnet_s_128", help="a registered face backbone")
+    parser.add_argument("--size", type=int, default=112)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="backbone state_dict")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=10)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, input_size=args.size)
+    if args.checkpoint:
+        model.load_state_dict(torch.load(args.checkpoint), strict=True)
+    else:
+        calibrate_bn(model, args.size)
+    model.eval()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, args.size, Path(tmp) / f"{args.model}.onnx")
+        parity = onnx_parity(model, path, args.size, batch_sizes=(1, 7))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        size_mb = file_size_mb(path)
+
+    x = torch.rand(1, 3, args.size, args.size) * 2 - 1
+    feed = {INPUT_NAME: x.numpy()}
+    with torch.inference_mode():
+        scale = model(torch.rand(7, 3, args.size, args.size) * 2 - 1).abs().max().item()
+        times = interleaved_ms(
+            {"eager PyTorch": lambda: model(x), "ONNX Runtime": lambda: session.run(None, feed)},
+            args.warmup,
+            args.rounds,
+            args.reps,
+        )
+
+    print(
+        f"{args.model} at {args.size}x{args.size}, batch 1, CPU, {threads} threads for both "
+        f"(torch {torch.__version__}, onnxruntime {ort.__version__}); "
+        f"{args.rounds} interleaved rounds x {args.reps} forwards each; ONNX {size_mb:.2f} MB"
+    )
+    header = f"{'backend':<16} {'median ms':>10} {'p90 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    medians = {}
+    for name, ms in times.items():
+        medians[name] = float(np.median(ms))
+        print(f"{name:<16} {medians[name]:>10.2f} {np.percentile(ms, 90):>8.2f}")
+    ratio = medians["ONNX Runtime"] / medians["eager PyTorch"]
+    print(f"ratio ORT / eager (medians): {ratio:.2f}x (target <= 1.0x)")
+    print(
+        "parity max |ORT - eager|: "
+        + ", ".join(f"batch {b}: {d:.1e}" for b, d in parity.items())
+        + f" (embeddings' max |x| {scale:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
