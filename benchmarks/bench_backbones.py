@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import timm
 import torch
 
 import pocketnet  # noqa: F401  (registers the face backbones with timm)
 from pocketnet.evaluation.flops import count_flops_detailed
+from pocketnet.evaluation.practical import rss_peak
 from pocketnet.evaluation.profile import count_params
 from pocketnet.models.backbone import build_backbone
 
@@ -44,14 +44,6 @@ PRESETS = {
 }
 
 
-def _status_kib(field: str) -> int:
-    """A memory figure (``VmRSS``, ``VmHWM``) of this process, in KiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
 def measure(model: torch.nn.Module, size: int, warmup: int, runs: int) -> dict[str, float]:
     model.eval()
     one = torch.randn(1, 3, size, size)
@@ -70,14 +62,11 @@ def measure(model: torch.nn.Module, size: int, warmup: int, runs: int) -> dict[s
         for _ in range(batches):
             model(batch)
         throughput = 64 * batches / (time.perf_counter() - start)
-        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
-        before = _status_kib("VmRSS")
-        model(batch)
-        peak = _status_kib("VmHWM") - before
+        memory = rss_peak(lambda: model(batch))
     return {
         "latency_ms": 1e3 * statistics.median(times),
         "img_s": throughput,
-        "peak_mib": peak / 1024,
+        "peak_mib": (memory.peak - memory.before) / 2**20 if memory else float("nan"),
     }
 
 

@@ -23,6 +23,7 @@ from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.schedule import TeacherSchedule, TeacherSwapCallback
 from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.distill.teacher_bank import TeacherBank, TeacherBankCallback
+from pocketnet.evaluation.practical import practical_metrics, write_practical
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.pocketnet.network import PocketNet
@@ -274,6 +275,8 @@ def _setup(
 
 def _fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Train one stage (teacher or student); its results row, printed and saved."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     try:
@@ -293,6 +296,13 @@ def _fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     for callback in trainer.callbacks:
         if isinstance(callback, SearchRecorder):
             row.update(_search_results(callback, cfg, output_dir))
+    if cfg.practical and cfg.stage.name != "search" and trainer.is_global_zero:
+        practical = practical_metrics(module.backbone, row["input"], output_dir / "artefacts")
+        write_practical(practical, output_dir / "practical.json")
+        numbers = {f"practical/{k}": v for k, v in practical.items() if isinstance(v, int | float)}
+        for logger in trainer.loggers:
+            logger.log_metrics(numbers, step=trainer.global_step)
+            logger.save()
     if trainer.is_global_zero:
         print_results(f"{cfg.task_name}: results", [row])
         (output_dir / cfg.results_file).write_text(
@@ -363,8 +373,6 @@ def _run_pipeline(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train the configured stage (or the whole pipeline) and return its results."""
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.print_config:
         print_config_tree(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
@@ -372,5 +380,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.stage.name == "pipeline":
         if cfg.ckpt_path is not None:
             raise SetupError("ckpt_path resumes one stage; resume a pipeline run stage by stage")
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         return _run_pipeline(cfg)
     return _fit(cfg, output_dir)

@@ -22,17 +22,20 @@ SHARED = REPO.parent / "shared"
 LFW_DEV = SHARED / "data" / "lfw-dev"
 
 
-def compose_run(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """The config a ``pocketnet`` job would get, with its run folder under ``tmp_path``."""
+def compose_run(
+    tmp_path: Path, overrides: list[str], config_name: str = "config", out: str = "run"
+) -> DictConfig:
+    """The config a ``pocketnet`` job (``pocketnet-eval``: ``config_name="eval"``, ...) would
+    get, with its run folder ``tmp_path / out``."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.output_dir = str(tmp_path / out)
         cfg.paths.cache_dir = str(tmp_path / "cache")
         cfg.paths.log_dir = str(tmp_path / "logs")
         del cfg.hydra

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pocketnet.evaluation.checkpoints import load_model
 from pocketnet.models.factory import backbone_from_config
 from pocketnet.models.pocketnet.genotype import load_genotype, parse_genotype
 from pocketnet.models.pocketnet.ops import PRIMITIVES, make_op
@@ -246,6 +247,8 @@ def test_search_resumes_with_its_record(tmp_path):
     assert final["optimizer_states"][1]["state"][0]["step"] == 2 * 2  # Adam: 2 steps an epoch
     assert not torch.equal(final["state_dict"]["backbone.alpha_normal.0"], saved_alpha)
     assert (out / "genotype.yaml").is_file()  # the resumed record's best, written at start
+    with pytest.raises(ValueError, match="a search checkpoint .* backbone=pocketnet"):
+        load_model(out / "checkpoints" / "last.ckpt")
 
 
 def test_search_refuses_second_order_without_sgd(tmp_path):

@@ -39,11 +39,13 @@ def _first_values(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose_config(conf_dir: str | Path, overrides: list[str]) -> DictConfig:
-    """Compose ``config.yaml`` from ``conf_dir`` with overrides, outside of a Hydra run."""
+def compose_config(
+    conf_dir: str | Path, overrides: list[str], config_name: str = "config"
+) -> DictConfig:
+    """Compose ``<config_name>.yaml`` from ``conf_dir`` with overrides, outside of a Hydra run."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name=config_name, overrides=overrides)
 
 
 def _node_keys(cfg: DictConfig, dotted: str) -> list[str] | None:
@@ -51,7 +53,7 @@ def _node_keys(cfg: DictConfig, dotted: str) -> list[str] | None:
     return [str(k) for k in node] if isinstance(node, DictConfig) else None
 
 
-def _explain(err: Exception, conf_dir: str | Path, overrides: list[str]) -> str:
+def _explain(err: Exception, conf_dir: str | Path, overrides: list[str], config_name: str) -> str:
     causes = [err]
     while causes[-1].__cause__ is not None:
         causes.append(causes[-1].__cause__)
@@ -83,7 +85,7 @@ def _explain(err: Exception, conf_dir: str | Path, overrides: list[str]) -> str:
             bad = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
             rest = [o for o in overrides if o is not bad]
             try:
-                keys = _node_keys(compose_config(conf_dir, rest), parent)
+                keys = _node_keys(compose_config(conf_dir, rest, config_name), parent)
             except (HydraException, OmegaConfBaseException):
                 keys = None
             where = f"'{parent}'" if parent else "the top level"
@@ -98,16 +100,19 @@ def _explain(err: Exception, conf_dir: str | Path, overrides: list[str]) -> str:
     return text.strip()
 
 
-def check_overrides(conf_dir: str | Path, overrides: list[str]) -> None:
+def check_overrides(
+    conf_dir: str | Path, overrides: list[str], config_name: str = "config"
+) -> None:
     """Compose the job's config once; raise :class:`ConfigError` with an explanation if it fails."""
     try:
         job = _first_values(overrides)
     except HydraException as err:
         raise ConfigError(f"cannot parse the command-line overrides: {err}") from None
     try:
-        cfg = compose_config(conf_dir, job)
-        OmegaConf.to_container(cfg.stage, resolve=False, throw_on_missing=True)
+        cfg = compose_config(conf_dir, job, config_name)
+        if "stage" in cfg:
+            OmegaConf.to_container(cfg.stage, resolve=False, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err, conf_dir, job)) from None
+        raise ConfigError(_explain(err, conf_dir, job, config_name)) from None
     finally:
         GlobalHydra.instance().clear()

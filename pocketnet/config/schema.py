@@ -9,6 +9,7 @@ are placeholders that every option file sets).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -484,6 +485,56 @@ class PocketNetConfig:
     ckpt_path: str | None = None
     print_config: bool = True
     results_file: str = "results.json"
+    practical: bool = False  # practical.json after training: latency, throughput, memory, sizes
+
+
+@dataclass
+class EvalConfig:
+    """What ``pocketnet-eval`` measures. ``sets``: ``.bin`` files and/or pair lists
+    (``{pairs: <file>, images: <folder>, name: <name>}``); empty = the checkpoint's run's
+    verification sets."""
+
+    sets: list[Any] = field(default_factory=list)
+    batch_size: int = 256
+    color: Color | None = None  # None: the run's data.color, else rgb
+    save_embeddings: bool = False
+    practical: bool = True  # params, FLOPs, latency, throughput, memory, sizes
+    onnx: bool = True  # the ONNX size among the practical metrics
+
+
+@dataclass
+class EvalAppConfig:
+    """``conf/eval.yaml``: a checkpoint (Lightning ``.ckpt`` of a run, a teacher-bank file or a
+    backbone ``.pth`` with ``backbone=<name>``) evaluated into ``metrics.json``."""
+
+    backbone: Any = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "eval"
+    ckpt_path: str = MISSING
+    input_size: int | None = None  # None: the run's (or 112 for a bare backbone file)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class ExportConfig:
+    onnx: bool = True
+    opset: int = 17
+    fp16: bool = True  # also backbone_fp16.pth
+    check_batches: list[int] = field(default_factory=lambda: [1, 7])
+    tolerance: float = 1e-4  # max |ONNX Runtime - PyTorch| allowed
+
+
+@dataclass
+class ExportAppConfig:
+    """``conf/export.yaml``: backbone-only weights and ONNX of a checkpoint."""
+
+    backbone: Any = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "export"
+    ckpt_path: str = MISSING
+    input_size: int | None = None
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -518,8 +569,13 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver(
         "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
     )
+    # the working directory, also where Hydra's own `hydra:` resolver is not set yet (the sweep
+    # folder of a multirun is resolved before any job exists)
+    OmegaConf.register_new_resolver("pocketnet.cwd", os.getcwd, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
+    cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
+    cs.store(name="pocketnet_export_schema", node=ExportAppConfig)
     cs.store(group="schema", name="resolution", node=ResolutionConfig)
     for group, options in SCHEMAS.items():
         for name, node in options.items():

@@ -25,6 +25,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from pocketnet.evaluation.profile import kept_modes
+
 __all__ = [
     "INPUT_NAME",
     "OUTPUT_NAME",
@@ -42,17 +44,15 @@ OUTPUT_NAME = "embeddings"
 def _eval_cpu_fp32(model: nn.Module) -> Iterator[nn.Module]:
     """The model in eval mode, on the CPU in float32; each module's mode, the device and the
     dtype are restored on exit."""
-    modes = {module: module.training for module in model.modules()}
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    model.eval().to("cpu", torch.float32)
-    try:
-        yield model
-    finally:
-        model.to(device, dtype)
-        for module, training in modes.items():
-            module.training = training
+    with kept_modes(model):
+        model.eval().to("cpu", torch.float32)
+        try:
+            yield model
+        finally:
+            model.to(device, dtype)
 
 
 def _write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -7,13 +7,26 @@ counts 2, and only matrix products and convolutions are counted (not BN, activat
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "cpu_latency"]
+__all__ = ["count_flops", "count_params", "cpu_latency", "kept_modes"]
+
+
+@contextmanager
+def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every submodule's train/eval flag on exit (a frozen part stays in eval)."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
@@ -21,36 +34,40 @@ def count_params(module: nn.Module, trainable_only: bool = False) -> int:
 
 
 def count_flops(model: nn.Module, input_size: int) -> int:
-    """FLOPs of one forward pass at batch 1 (eval mode; the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
+    """FLOPs of one forward pass at batch 1 (eval mode; the model's modes are restored)."""
     device = next(model.parameters()).device
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, input_size, input_size, device=device))
-    model.train(was_training)
+    with kept_modes(model), torch.no_grad(), counter:
+        model.eval()(torch.zeros(1, 3, input_size, input_size, device=device))
     return int(counter.get_total_flops())
 
 
 def cpu_latency(
-    model: nn.Module, input_size: int, warmup: int = 10, runs: int = 100, budget_s: float = 1.5
+    model: nn.Module,
+    input_size: int,
+    warmup: int = 10,
+    runs: int = 100,
+    budget_s: float = 1.5,
+    *,
+    batch: int = 1,
+    min_runs: int = 10,
 ) -> tuple[float, float]:
-    """Median and 90th-percentile milliseconds of one batch-1 forward pass on the CPU, eval mode,
-    with torch's current thread count (``torch.get_num_threads()``): ``runs`` timed passes after
-    ``warmup``, fewer (at least 10) when they would take more than ``budget_s``. The model is
-    left as found."""
-    was_training = model.training
+    """Median and 90th-percentile milliseconds of one forward pass of ``batch`` images (zeros) on
+    the CPU, eval mode, under ``torch.inference_mode()``, with torch's current thread count
+    (``torch.get_num_threads()``): ``runs`` timed passes after ``warmup``, fewer (at least
+    ``min_runs``) when they would take more than ``budget_s``. The model is left as found."""
     device = next(model.parameters()).device
-    model.eval().cpu()
-    x = torch.zeros(1, 3, input_size, input_size)  # no draw from the training's random stream
+    x = torch.zeros(batch, 3, input_size, input_size)  # no draw from the training's random stream
     times: list[float] = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        deadline = time.perf_counter() + budget_s
-        while len(times) < runs and (len(times) < 10 or time.perf_counter() < deadline):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1e3)
-    model.to(device).train(was_training)
+    with kept_modes(model):
+        model.eval().cpu()
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            deadline = time.perf_counter() + budget_s
+            while len(times) < runs and (len(times) < min_runs or time.perf_counter() < deadline):
+                start = time.perf_counter()
+                model(x)
+                times.append((time.perf_counter() - start) * 1e3)
+        model.to(device)
     return float(np.median(times)), float(np.percentile(times, 90))

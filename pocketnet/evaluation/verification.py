@@ -9,6 +9,7 @@ and ROC AUC over all pairs. Everything is vectorised in torch and runs in float6
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from torchmetrics.utilities import dim_zero_cat
 THRESHOLDS = torch.arange(400, dtype=torch.float64) * 0.01  # == np.arange(0, 4, 0.01)
 
 
-def _far_key(far: float) -> str:
+def far_key(far: float) -> str:
     """``1e-3`` for 0.001, ``5e-4`` for 0.0005 (mantissa without trailing zeros, bare exponent)."""
     mantissa, exponent = f"{far:e}".split("e")
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
@@ -46,8 +47,14 @@ class VerificationResult:
             f"{prefix}threshold": self.threshold,
             f"{prefix}auc": self.auc,
         }
-        out.update({f"{prefix}tar@far={_far_key(f)}": v for f, v in self.tar_at_far.items()})
+        out.update({f"{prefix}tar@far={far_key(f)}": v for f, v in self.tar_at_far.items()})
         return out
+
+
+def embed_fused(backbone: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Flip-fused embedding ``f(x) + f(flip(x))`` in one forward pass of both views."""
+    both = backbone(torch.cat([images, images.flip(3)]))
+    return both[: len(images)] + both[len(images) :]
 
 
 def verification_scores(embeddings: torch.Tensor) -> torch.Tensor:
@@ -87,27 +94,34 @@ def _kfold_accuracy(
     return acc, THRESHOLDS[best]
 
 
-def _roc_auc_tar(
+def roc_counts(
+    dist: torch.Tensor, issame: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ROC points of the rule "same when ``dist <= t``": thresholds ``t`` (-inf, then every
+    distinct distance, ascending) with the positives and the negatives each accepts (counts),
+    from "accept nothing" to "accept all". (1-D tensors of one length.)"""
+    order = torch.argsort(dist)
+    values, counts = torch.unique_consecutive(dist[order], return_counts=True)
+    ends = counts.cumsum(0) - 1  # last pair of each group of equal distances
+    tp = issame[order].long().cumsum(0)[ends]  # accepted positives at "dist <= group value"
+    fp = ends + 1 - tp
+    return F.pad(values, (1, 0), value=-math.inf), F.pad(tp, (1, 0)), F.pad(fp, (1, 0))
+
+
+def roc_auc_tar(
     dist: torch.Tensor, issame: torch.Tensor, fars: Sequence[float]
 ) -> tuple[float, dict[float, float]]:
     """Exact ROC AUC (ties count half) and TAR at each allowed FAR, score = -dist, all pairs."""
     npos = int(issame.sum())
     nneg = issame.numel() - npos
-    order = torch.argsort(dist)
-    _, counts = torch.unique_consecutive(dist[order], return_counts=True)
-    ends = counts.cumsum(0) - 1  # last pair of each group of equal distances
-    tp = issame[order].long().cumsum(0)[ends]  # accepted positives at "dist <= group value"
-    fp = ends + 1 - tp
-    neg_in_group = torch.diff(fp, prepend=fp.new_zeros(1))
-    pos_in_group = torch.diff(tp, prepend=tp.new_zeros(1))
+    _, tp, fp = roc_counts(dist, issame)
+    neg_in_group, pos_in_group = torch.diff(fp), torch.diff(tp)
     if npos == 0 or nneg == 0:
         auc = float("nan")
     else:  # a positive beats the negatives farther than it and ties with those in its group
-        twice_wins = (pos_in_group * (2 * (nneg - fp) + neg_in_group)).sum()
+        twice_wins = (pos_in_group * (2 * (nneg - fp[1:]) + neg_in_group)).sum()
         auc = float(twice_wins) / (2 * npos * nneg)
-    # ROC points, from "accept nothing" to "accept all"; TAR at the most permissive point
-    # (largest distance threshold) whose FAR <= far.
-    tp, fp = F.pad(tp, (1, 0)), F.pad(fp, (1, 0))
+    # TAR at the most permissive ROC point (largest distance threshold) whose FAR <= far.
     tar = {}
     for far in fars:
         if nneg * far < 1 - 1e-9:  # fewer than 1/far negatives: this FAR cannot be measured
@@ -131,7 +145,7 @@ def evaluate_verification(
     if dist.numel() < nfolds:
         raise ValueError(f"{dist.numel()} pairs cannot make {nfolds} folds")
     acc, thr = _kfold_accuracy(dist, issame, nfolds)
-    auc, tar = _roc_auc_tar(dist, issame, fars)
+    auc, tar = roc_auc_tar(dist, issame, fars)
     # Ten numbers: np.mean / np.std sum them in numpy's order, so the floats equal insightface's.
     acc, thr = acc.numpy(), thr.numpy()
     return VerificationResult(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchmetrics import MaxMetric
 
-from pocketnet.evaluation.verification import VerificationMetric
+from pocketnet.evaluation.verification import VerificationMetric, embed_fused
 from pocketnet.models.heads import MarginHead
 from pocketnet.stages.optim import build_optimizer, lr_factor_fn
 
@@ -53,8 +53,7 @@ class FaceModule(L.LightningModule):
 
     def embed_fused(self, images: torch.Tensor) -> torch.Tensor:
         """Flip-fused embedding ``f(x) + f(flip(x))`` in one forward pass of both views."""
-        both = self.backbone(torch.cat([images, images.flip(3)]))
-        return both[: len(images)] + both[len(images) :]
+        return embed_fused(self.backbone, images)
 
     def check_finite(self, **terms: torch.Tensor) -> None:
         for name, value in terms.items():

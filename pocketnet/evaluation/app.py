@@ -1,0 +1,223 @@
+"""The ``pocketnet-eval`` and ``pocketnet-export`` jobs.
+
+``pocketnet-eval`` embeds every image of each verification set and its flip exactly as a run's
+validation does (same transform, flip-fused embeddings, same protocol), so ``metrics.json``
+equals the figures the run logged for that checkpoint; it adds a ROC curve per set and the
+practical metrics. ``pocketnet-export`` writes backbone-only weights and an ONNX graph with a
+dynamic batch axis, checked with ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from pocketnet.config.schema import Color
+from pocketnet.console import print_results
+from pocketnet.data.datasets import VerificationSet
+from pocketnet.data.sources import SOURCES, bin_verification_set, pairs_verification_set
+from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.evaluation.checkpoints import LoadedModel, load_model
+from pocketnet.evaluation.export import export_onnx, file_size_mb, onnx_parity, save_backbone
+from pocketnet.evaluation.practical import practical_metrics, write_practical
+from pocketnet.evaluation.verification import (
+    embed_fused,
+    evaluate_verification,
+    roc_counts,
+    verification_scores,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["embed_set", "evaluate_checkpoint", "export_checkpoint", "plot_roc"]
+
+
+def _load(cfg: DictConfig) -> LoadedModel:
+    from pocketnet.run import SetupError
+
+    try:
+        return load_model(cfg.ckpt_path, cfg.backbone, cfg.input_size)
+    except (ValueError, OSError) as err:
+        raise SetupError(str(err)) from err
+
+
+def _sets(cfg: DictConfig, loaded: LoadedModel) -> list[VerificationSet]:
+    """``eval.sets``, or the run's own verification sets when none are given."""
+    if not cfg.eval.sets:
+        if loaded.run_config is None:
+            raise ValueError(
+                f"{loaded.source} carries no run config: name the sets, e.g. "
+                "eval.sets=[/data/lfw.bin,{pairs:/data/pairs.txt,images:/data/lfw}]"
+            )
+        return SOURCES[loaded.run_config.data.name](loaded.run_config.data)[2]
+    sets = []
+    for entry in cfg.eval.sets:
+        if isinstance(entry, str) and entry.endswith(".bin"):
+            sets.append(bin_verification_set(entry))
+        elif isinstance(entry, DictConfig) and {"pairs", "images"} <= set(entry):
+            sets.append(pairs_verification_set(entry.pairs, entry.images, entry.get("name")))
+        else:
+            raise ValueError(
+                f"eval.sets entry {entry!r}: give a .bin file or "
+                "{pairs: <pairs file>, images: <image folder>, name: <optional name>}"
+            )
+    return sets
+
+
+def embed_set(
+    backbone: torch.nn.Module,
+    vset: VerificationSet,
+    transform: FaceBatchTransform,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Flip-fused embeddings of every image of ``vset``, in pair order (2N, D), float32."""
+    loader = DataLoader(vset.dataset, batch_size=batch_size, collate_fn=lambda batch: batch)
+    out = []
+    with torch.inference_mode():
+        for images, *_ in loader:
+            out.append(embed_fused(backbone, transform(images.to(device))).float().cpu())
+    return torch.cat(out)
+
+
+def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """TAR against FAR (log axis) for each named curve, as a PNG."""
+    fig = Figure(figsize=(6, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, (far, tar) in curves.items():
+        keep = far > 0
+        ax.step(far[keep], tar[keep], where="post", label=name)
+    ax.set(xscale="log", xlabel="FAR", ylabel="TAR", title=title, ylim=(0, 1.01))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _log(cfg: DictConfig, out: Path, metrics: dict[str, Any]) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    from pocketnet.run import build_loggers
+
+    for logger in build_loggers(cfg.logger, out):
+        numbers = {
+            f"eval/{name}/{k}": v
+            for name, figures in metrics["sets"].items()
+            for k, v in figures.items()
+        }
+        numbers.update(
+            {
+                f"practical/{k}": v
+                for k, v in metrics.get("practical", {}).items()
+                if isinstance(v, int | float)
+            }
+        )
+        logger.log_metrics(numbers, step=0)
+        if isinstance(logger, WandbLogger) and "practical" in metrics:
+            practical = metrics["practical"]
+            logger.log_table(
+                "practical", columns=list(practical), data=[[str(v) for v in practical.values()]]
+            )
+        logger.finalize("success")
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """Verification on each set (metrics.json, roc_<set>.png, optional embeddings) and the
+    practical metrics (practical.json) of ``cfg.ckpt_path``."""
+    from pocketnet.run import SetupError
+
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = _load(cfg)
+    try:
+        sets = _sets(cfg, loaded)
+    except (ValueError, OSError) as err:
+        raise SetupError(str(err)) from err
+    run_color = loaded.run_config.data.color if loaded.run_config is not None else "rgb"
+    color = Color(cfg.eval.color or run_color).value
+    transform = FaceBatchTransform(color, loaded.input_size)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = loaded.backbone.to(device)
+    results: dict[str, dict[str, float]] = {}
+    for vset in sets:
+        embeddings = embed_set(model, vset, transform, cfg.eval.batch_size, device)
+        results[vset.name] = evaluate_verification(embeddings, vset.issame).as_dict()
+        dist = verification_scores(embeddings)
+        issame = vset.issame.bool()
+        _, tp, fp = roc_counts(dist, issame)
+        far = (fp.double() / max(1, int((~issame).sum()))).numpy()
+        tar = (tp.double() / max(1, int(issame.sum()))).numpy()
+        title = f"{loaded.name} on {vset.name} (acc {results[vset.name]['acc']:.4f})"
+        plot_roc({vset.name: (far, tar)}, out / f"roc_{vset.name}.png", title)
+        if cfg.eval.save_embeddings:
+            np.save(out / f"embeddings_{vset.name}.npy", embeddings.numpy())
+    metrics: dict[str, Any] = {
+        "checkpoint": loaded.source,
+        "model": loaded.name,
+        "input_size": loaded.input_size,
+        "color": color,
+        "sets": results,
+    }
+    if cfg.eval.practical:
+        metrics["practical"] = practical_metrics(
+            loaded.backbone.cpu(), loaded.input_size, out / "artefacts", onnx=cfg.eval.onnx
+        )
+        write_practical(metrics["practical"], out / "practical.json")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    rows = [{"model": name, **figures} for name, figures in results.items()]
+    print_results(f"{loaded.name} ({loaded.source}): verification", rows)
+    if "practical" in metrics:
+        print_results("practical metrics", [{"model": loaded.name, **metrics["practical"]}])
+    _log(cfg, out, metrics)
+    return metrics
+
+
+def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+    """``backbone.pth`` (fp32), ``backbone_fp16.pth`` and ``backbone.onnx`` of
+    ``cfg.ckpt_path`` with the ONNX Runtime parity in ``export.json``; an ONNX graph off by
+    more than ``export.tolerance`` is kept but reported as an error (exit code 1)."""
+    out = Path(cfg.paths.output_dir)
+    loaded = _load(cfg)
+    e = cfg.export
+    report: dict[str, Any] = {
+        "checkpoint": loaded.source,
+        "model": loaded.name,
+        "input_size": loaded.input_size,
+        "backbone config": OmegaConf.to_container(loaded.run_config.backbone, resolve=True)
+        if loaded.run_config is not None
+        else None,
+    }
+    fp32 = save_backbone(loaded.backbone, out / "backbone.pth")
+    report["size fp32 MB"] = file_size_mb(fp32)
+    if e.fp16:
+        report["size fp16 MB"] = file_size_mb(
+            save_backbone(loaded.backbone, out / "backbone_fp16.pth", half=True)
+        )
+    if e.onnx:
+        onnx_path = export_onnx(loaded.backbone, loaded.input_size, out / "backbone.onnx", e.opset)
+        report["size onnx MB"] = file_size_mb(onnx_path)
+        parity = onnx_parity(loaded.backbone, onnx_path, loaded.input_size, list(e.check_batches))
+        report["max abs diff"] = {str(b): d for b, d in parity.items()}
+        report["parity ok"] = max(parity.values()) <= e.tolerance
+    (out / "export.json").write_text(json.dumps(report, indent=1))
+    row = {k: v for k, v in report.items() if not isinstance(v, dict)}
+    row.update({f"max abs diff (batch {b})": d for b, d in report.get("max abs diff", {}).items()})
+    print_results(f"export of {loaded.source} -> {out}", [row])
+    if report.get("parity ok") is False:
+        log.error("ONNX differs from PyTorch by more than %g", e.tolerance)
+        raise SystemExit(
+            f"error: ONNX Runtime differs from PyTorch by up to "
+            f"{max(parity.values()):.3g} > export.tolerance={e.tolerance} (files kept in {out})"
+        )
+    return report

@@ -1,0 +1,111 @@
+"""A backbone from any checkpoint pocketnet meets, for evaluation and export.
+
+* a Lightning ``.ckpt`` of a run: the run's ``config.yaml`` (beside ``checkpoints/``) names the
+  backbone and its input size (teacher: ``data.resolution``, student: ``resolution.student``);
+  the ``backbone.*`` weights are loaded strictly;
+* a teacher-bank file (``teacher_bank/*.pt``): it carries its own model config;
+* a backbone state_dict (insightface ``backbone.pth``, an official PocketNet file, a
+  ``pocketnet-export`` output): ``backbone=<name>`` says what it holds, ``input_size`` its size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pocketnet.models.factory import backbone_from_config
+
+__all__ = ["LoadedModel", "load_model"]
+
+
+@dataclass
+class LoadedModel:
+    """A backbone ready to embed, where it came from, and the run config when there is one."""
+
+    backbone: nn.Module
+    input_size: int
+    name: str
+    source: str
+    run_config: DictConfig | None = None
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(cfg)
+
+
+def _build(backbone_cfg: Any, input_size: int, state: dict[str, torch.Tensor], path: Path):
+    cfg = {**_plain(backbone_cfg), "checkpoint": None}  # the weights come from ``state``
+    model = backbone_from_config(cfg, input_size)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise ValueError(
+            f"{path}: its weights do not fit backbone {cfg['name']} at input size {input_size}: "
+            f"{detail}"
+        ) from None
+    return model.eval()
+
+
+def _from_lightning(payload: dict[str, Any], path: Path) -> LoadedModel:
+    run_cfg_path = path.parent.parent / "config.yaml"
+    if not run_cfg_path.is_file():
+        raise ValueError(
+            f"{path} is a Lightning checkpoint but {run_cfg_path} (its run's config) is missing: "
+            "export the backbone with the run folder intact, or pass a backbone file"
+        )
+    run_cfg = OmegaConf.load(run_cfg_path)
+    stage = run_cfg.stage.name
+    if stage == "search":
+        raise ValueError(
+            f"{path} is a search checkpoint (a supernet): train its genotype first, "
+            f"backbone=pocketnet backbone.genotype={path.parent.parent / 'genotype.yaml'}"
+        )
+    size = run_cfg.resolution.student if stage == "student" else run_cfg.data.resolution
+    state = {
+        k.removeprefix("backbone."): v
+        for k, v in payload["state_dict"].items()
+        if k.startswith("backbone.")
+    }
+    model = _build(run_cfg.backbone, size, state, path)
+    return LoadedModel(model, int(size), str(run_cfg.backbone.name), str(path), run_cfg)
+
+
+def load_model(
+    ckpt_path: str | Path, backbone: Any = None, input_size: int | None = None
+) -> LoadedModel:
+    """The backbone in ``ckpt_path`` (eval mode, CPU). ``backbone`` (a ``backbone`` group
+    config) and ``input_size`` are needed for a bare state_dict only."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such file")
+    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__}, not a dict)")
+    if "pytorch-lightning_version" in payload and "state_dict" in payload:
+        loaded = _from_lightning(payload, path)
+    elif "model_config" in payload and "backbone" in payload:  # a teacher-bank file
+        mc = payload["model_config"]
+        model = _build(mc["backbone"], mc["input_size"], payload["backbone"], path)
+        loaded = LoadedModel(model, int(mc["input_size"]), mc["backbone"]["name"], str(path))
+    else:
+        if backbone is None:
+            raise ValueError(
+                f"{path} is a bare backbone state_dict: name its net with backbone=<option> "
+                "(iresnet50, mobilefacenet, pocketnet_s_128, ...) and input_size=<pixels>"
+            )
+        size = input_size or 112
+        state = payload.get("state_dict", payload)
+        loaded = LoadedModel(_build(backbone, size, state, path), size, backbone.name, str(path))
+    if input_size is not None and input_size != loaded.input_size:
+        raise ValueError(
+            f"input_size={input_size} but {path} holds a model for {loaded.input_size} px"
+        )
+    return loaded

@@ -1,0 +1,441 @@
+"""``pocketnet-report <multirun dir>``: every run of a Hydra multirun in one report.
+
+One row per run (its swept overrides, results.json figures, practical.json figures when present)
+in ``report.csv``; runs that differ only by ``seed`` (or the ``--over`` keys) grouped into
+mean ± sample std in ``report_summary.csv`` and ``report.md``; accuracy vs MFLOPs and vs params
+(one point per group, std error bars) and latency bars as PNGs; optionally all of it as tables and
+images in one wandb run. Plots are drawn on bare matplotlib Figures (never ``pyplot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.markdown import Markdown
+
+__all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
+
+RESULTS, PRACTICAL = "results.json", "practical.json"
+# Numbers in results.json that describe the config rather than measure the run.
+DESCRIPTIVE = ("input", "embedding")
+# Column order of the tables: first matching pattern (lower case) wins; the rest, then val/*.
+ORDER = (
+    ("best acc",),
+    (" acc",),
+    ("tar@far",),
+    ("auc",),
+    ("params",),
+    ("flops",),
+    (" ms", "latency", "throughput"),
+    (" mb", "size"),
+)
+LATENCY = ("latency ms", "CPU ms")
+DPI = 120
+
+
+class ReportError(Exception):
+    """A wrong directory or option: reported as one line, exit status 2."""
+
+
+@dataclass
+class Run:
+    """One finished stage run of the sweep."""
+
+    name: str  # its folder, relative to the multirun folder
+    overrides: dict[str, str]  # every task override of the job, key -> value
+    info: dict[str, Any]  # the non-numeric (and descriptive) entries of results.json
+    metrics: dict[str, float]  # ints stay ints (params), as in results.json
+
+
+@dataclass
+class Group:
+    """Runs with the same overrides apart from the ``over`` keys."""
+
+    config: dict[str, str]  # the swept overrides that define the group
+    runs: list[Run]
+
+    @property
+    def label(self) -> str:
+        """``head=arcface embedding_size=16``: the group's choices, keys without their parents."""
+        return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.config.items()) or "all runs"
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs if metric in r.metrics]
+
+    def mean(self, metric: str) -> float:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, metric: str) -> float:
+        """Sample std (ddof=1); NaN (left empty in the tables) for fewer than two runs."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _key(override: str) -> str:
+    """``+a.b=1`` -> ``a.b``: the override's key without Hydra's add/delete prefix."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _natural(path: Path) -> list[tuple[int, int, str]]:
+    """Sort key for run folders: 2 before 10."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
+
+
+def _load_run(root: Path, folder: Path) -> Run | str:
+    """The run in ``folder``, or why it is left out."""
+    results = folder / RESULTS
+    if not results.is_file():
+        return f"{folder}: no {RESULTS} (failed or still running); left out"
+    try:
+        data = json.loads(results.read_text())
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        return f"{folder}: unreadable ({err}); left out"
+    if "runs" in data:
+        return f"{folder}: a pipeline run ({RESULTS} lists 'runs'), not a stage run; left out"
+    metrics = {k: v for k, v in data.items() if _number(v) and k not in DESCRIPTIVE}
+    info = {k: v for k, v in data.items() if k not in metrics and k != "metrics"}
+    metrics.update({k: v for k, v in data.get("metrics", {}).items() if _number(v)})
+    if (folder / PRACTICAL).is_file():
+        practical = json.loads((folder / PRACTICAL).read_text())
+        metrics.update({k: v for k, v in practical.items() if _number(v)})
+    return Run(
+        name=str(folder.relative_to(root)),
+        overrides={_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides},
+        info=info,
+        metrics=metrics,
+    )
+
+
+def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
+    """Every finished stage run under ``root`` (folders holding ``.hydra/overrides.yaml``) and a
+    warning for each run folder left out."""
+    if not root.is_dir():
+        raise ReportError(f"{root} is not a directory (expected a Hydra multirun folder)")
+    folders = sorted((p.parent.parent for p in root.rglob(".hydra/overrides.yaml")), key=_natural)
+    if not folders:
+        raise ReportError(
+            f"{root}: no Hydra runs found (expected a multirun folder such as "
+            "logs/<task>/multiruns/<date>_<time>/ whose run folders <n>/ hold "
+            f".hydra/overrides.yaml and {RESULTS})"
+        )
+    runs, warnings = [], []
+    for folder in folders:
+        loaded = _load_run(root, folder)
+        (runs if isinstance(loaded, Run) else warnings).append(loaded)
+    if not runs:
+        raise ReportError(f"{root}: none of its {len(folders)} run folders has a stage {RESULTS}")
+    return runs, warnings
+
+
+def swept_keys(root: Path, runs: list[Run]) -> list[str]:
+    """Override keys swept by ``multirun.yaml`` or varying between the runs, in override order."""
+    swept: set[str] = set()
+    multirun = root / "multirun.yaml"
+    if multirun.is_file():
+        hydra = (yaml.safe_load(multirun.read_text()) or {}).get("hydra", {})
+        task = hydra.get("overrides", {}).get("task", [])
+        parsed = OverridesParser.create().parse_overrides(task)
+        swept = {_key(text) for text, o in zip(task, parsed, strict=True) if o.is_sweep_override()}
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    return [k for k in keys if k in swept or len({r.overrides.get(k) for r in runs}) > 1]
+
+
+def group_runs(runs: list[Run], keys: list[str], over: list[str]) -> list[Group]:
+    """Runs grouped by every override except the ``over`` keys, in first-seen order; each group
+    labelled by its swept ``keys`` (minus ``over``)."""
+    groups: dict[tuple[tuple[str, str], ...], Group] = {}
+    for run in runs:
+        same = tuple(sorted((k, v) for k, v in run.overrides.items() if k not in over))
+        config = {k: run.overrides.get(k, "") for k in keys if k not in over}
+        groups.setdefault(same, Group(config, [])).runs.append(run)
+    return list(groups.values())
+
+
+def _rank(metric: str) -> int:
+    name = metric.lower()
+    if name.startswith("val/"):
+        return len(ORDER) + 1
+    return next((i for i, pats in enumerate(ORDER) if any(p in name for p in pats)), len(ORDER))
+
+
+def ordered_metrics(runs: list[Run]) -> list[str]:
+    """Every metric of the runs: accuracy, TAR@FAR, AUC, params, FLOPs, latency, size, others."""
+    names = list(dict.fromkeys(m for r in runs for m in r.metrics))
+    return sorted(names, key=_rank)
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _cell(group: Group, metric: str) -> str:
+    mean, std = group.mean(metric), group.std(metric)
+    if math.isnan(mean):
+        return "-"
+    if all(isinstance(v, int) for v in group.values(metric)):
+        digits = 0 if abs(mean) >= 10 else 4
+    else:
+        digits = 4 if abs(mean) < 10 else 2 if abs(mean) < 1000 else 1
+    return _fmt(mean, digits) + ("" if math.isnan(std) else f" ± {_fmt(std, digits)}")
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[_csv_value(v) for v in row] for row in rows])
+
+
+def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> tuple[list[str], list]:
+    """``report.csv``: run folder, swept overrides, results.json info, every metric."""
+    info = list(dict.fromkeys(k for r in runs for k in r.info))
+    columns = ["run", *keys, *info, *metrics]
+    rows = [
+        [r.name, *(r.overrides.get(k) for k in keys), *(r.info.get(k) for k in info)]
+        + [r.metrics.get(m) for m in metrics]
+        for r in runs
+    ]
+    return columns, rows
+
+
+def summary_table(groups: list[Group], metrics: list[str]) -> tuple[list[str], list]:
+    """``report_summary.csv``: group config, n, run folders, ``<metric> mean``/``<metric> std``."""
+    keys = list(groups[0].config)
+    columns = [*keys, "n", "runs"] + [f"{m} {s}" for m in metrics for s in ("mean", "std")]
+    rows = [
+        [*g.config.values(), len(g.runs), " ".join(r.name for r in g.runs)]
+        + [v for m in metrics for v in (g.mean(m), g.std(m))]
+        for g in groups
+    ]
+    return columns, rows
+
+
+def markdown(root: Path, runs: list[Run], groups: list[Group], over: list[str]) -> str:
+    """The groups as a markdown table of ``mean ± std`` cells (val/* figures only in the CSVs)."""
+    metrics = [m for m in ordered_metrics(runs) if not m.startswith("val/")]
+    keys = list(groups[0].config)
+    common = [
+        f"`{k}={v}`"
+        for k, v in runs[0].overrides.items()
+        if k not in keys and k not in over and all(r.overrides.get(k) == v for r in runs)
+    ]
+    head = [*keys, "n", *metrics]
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(runs)} runs in {len(groups)} groups: mean ± sample std (ddof=1) over "
+        f"{', '.join(f'`{k}`' for k in over)}; a group of one run shows its value without std "
+        "(left empty in report_summary.csv).",
+        "",
+        f"Common overrides: {' '.join(common) or 'none'}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if i < len(keys) else "---:" for i in range(len(head))) + "|",
+    ]
+    for g in groups:
+        cells = [*g.config.values(), str(len(g.runs)), *(_cell(g, m) for m in metrics)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
+    """``y`` against ``x``: one point per group with std error bars, labelled by its config;
+    log-x when the x values span more than a factor of 10."""
+    fig = Figure(figsize=(7.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    points = [(g, g.mean(x), g.mean(y)) for g in groups]
+    points = [(g, xm, ym) for g, xm, ym in points if not (math.isnan(xm) or math.isnan(ym))]
+    for i, (g, xm, ym) in enumerate(points):
+        xs, ys = g.std(x), g.std(y)
+        ax.errorbar(
+            xm,
+            ym,
+            xerr=None if math.isnan(xs) else xs,
+            yerr=None if math.isnan(ys) else ys,
+            fmt="o",
+            capsize=4,
+            color=f"C{i % 10}",
+        )
+        ax.annotate(g.label, (xm, ym), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    xs = [xm for _, xm, _ in points]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")
+    else:
+        ax.locator_params(axis="x", nbins=5)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{y} vs {x} (mean ± std over each group's runs)")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.15)
+    return _save(fig, path)
+
+
+def latency_plot(groups: list[Group], metric: str, path: Path) -> Path:
+    """One bar per group: mean ``metric`` with its std."""
+    fig = Figure(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    means = [g.mean(metric) for g in groups]
+    stds = [0.0 if math.isnan(s) else s for s in (g.std(metric) for g in groups)]
+    ax.bar(
+        range(len(groups)),
+        means,
+        yerr=[[min(s, m) for s, m in zip(stds, means, strict=True)], stds],  # no bar below 0
+        capsize=4,
+        color=[f"C{i % 10}" for i in range(len(groups))],
+    )
+    ax.set_xticks(
+        range(len(groups)), [g.label for g in groups], rotation=25, ha="right", fontsize=8
+    )
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per group (mean ± std)")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def log_to_wandb(
+    out: Path, tables: dict[str, tuple[list[str], list]], images: list[Path], online: bool
+) -> Path:
+    """The tables and pictures in one wandb run (project pocketnet, job_type report) under
+    ``out/wandb``; offline unless ``online``. Returns the run's folder."""
+    import wandb
+
+    run = wandb.init(
+        project="pocketnet",
+        job_type="report",
+        dir=str(out),
+        mode="online" if online else "offline",
+        name=f"report {out.name}",
+    )
+    try:
+        logged: dict[str, Any] = {
+            name: wandb.Table(
+                columns=columns,
+                data=[[None if _csv_value(v) == "" else v for v in row] for row in rows],
+            )
+            for name, (columns, rows) in tables.items()
+        }
+        logged.update({p.stem: wandb.Image(str(p)) for p in images})
+        run.log(logged)
+        return Path(run.dir).parent
+    finally:
+        run.finish()
+
+
+def write_report(
+    root: Path,
+    out: Path | None = None,
+    over: list[str] | None = None,
+    metric: str | None = None,
+    use_wandb: bool = False,
+    wandb_online: bool = False,
+    console: Console | None = None,
+) -> list[Path]:
+    """Collect, group and write everything; warnings go to stderr. Returns the files written."""
+    over = over or ["seed"]
+    console = console or Console()
+    runs, warnings = collect_runs(root)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    metrics = ordered_metrics(runs)
+    accuracy = [m for m in metrics if m.endswith(" acc")]
+    metric = metric or ("best acc" if "best acc" in metrics else next(iter(accuracy), ""))
+    if metric not in metrics:
+        raise ReportError(
+            f"--metric {metric!r}: not among the runs' metrics; pick one of: {', '.join(metrics)}"
+        )
+    keys = swept_keys(root, runs)
+    groups = group_runs(runs, keys, over)
+    out = out or root
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"runs": run_table(runs, keys, metrics), "summary": summary_table(groups, metrics)}
+    written = []
+    for name, path in (("runs", "report.csv"), ("summary", "report_summary.csv")):
+        _write_csv(out / path, *tables[name])
+        written.append(out / path)
+    text = markdown(root, runs, groups, over)
+    (out / "report.md").write_text(text)
+    written.append(out / "report.md")
+    images = []
+    for x, name in (("MFLOPs", "accuracy_vs_flops.png"), ("params", "accuracy_vs_params.png")):
+        if x in metrics:
+            images.append(accuracy_plot(groups, x, metric, out / name))
+        else:
+            print(f"warning: no {x!r} figure in the runs; {name} not drawn", file=sys.stderr)
+    latency = next((m for m in LATENCY if m in metrics), None)
+    if latency is not None:
+        images.append(latency_plot(groups, latency, out / "latency.png"))
+    written += images
+    console.print(Markdown(text))
+    if use_wandb:
+        written.append(log_to_wandb(out, tables, images, wandb_online))
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pocketnet-report`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="pocketnet-report",
+        description="Report every run of a Hydra multirun: report.csv (runs), "
+        "report_summary.csv and report.md (mean ± std over seeds), accuracy vs MFLOPs / params "
+        "and latency plots.",
+    )
+    parser.add_argument("multirun_dir", type=Path, help="e.g. logs/teacher/multiruns/<date>_<time>")
+    parser.add_argument("--out", type=Path, help="output folder (default: the multirun folder)")
+    parser.add_argument(
+        "--over",
+        action="append",
+        metavar="KEY",
+        help="override key to average over (repeatable; default: seed)",
+    )
+    parser.add_argument("--metric", help="accuracy for the plots (default: 'best acc')")
+    parser.add_argument("--wandb", action="store_true", help="log tables and plots to wandb")
+    parser.add_argument(
+        "--wandb-online", action="store_true", help="with --wandb: sync online (default offline)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(
+            args.multirun_dir,
+            args.out,
+            args.over,
+            args.metric,
+            args.wandb or args.wandb_online,
+            args.wandb_online,
+        )
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print("wrote: " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""pocketnet-eval and pocketnet-export on real checkpoints of real runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from pocketnet.distill.teacher_bank import TeacherBank
+from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
+from pocketnet.run import SetupError, run
+from tests.conftest import LFW_DEV, compose_run
+
+TEACHER = [
+    "stage=teacher",
+    "debug=fast",
+    "data=tiny",
+    "print_config=false",
+    "callbacks.progress.rich=false",
+    "backbone=resnet18_tiny",
+    "backbone.embedding_size=32",
+    "practical=true",
+]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("teacher")
+    cfg = compose_run(tmp, TEACHER)
+    run(cfg)
+    return Path(cfg.paths.output_dir)
+
+
+def _eval(tmp_path: Path, overrides: list[str], out: str = "eval") -> dict:
+    cfg = compose_run(tmp_path, overrides, "eval", out)
+    return evaluate_checkpoint(cfg)
+
+
+def test_eval_of_a_run_checkpoint_equals_its_validation_figures(teacher_run, tmp_path):
+    metrics = _eval(
+        tmp_path,
+        [f"ckpt_path={teacher_run / 'checkpoints' / 'last.ckpt'}", "eval.save_embeddings=true"],
+    )
+    logged = json.loads((teacher_run / "results.json").read_text())["metrics"]
+    figures = metrics["sets"]["synthetic"]
+    assert set(figures) >= {"acc", "acc_std", "threshold", "auc"}
+    for key, value in figures.items():
+        assert value == pytest.approx(logged[f"val/synthetic/{key}"], abs=1e-6), key
+    out = tmp_path / "eval"
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["sets"] == metrics["sets"] and written["input_size"] == 32
+    assert (out / "roc_synthetic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.load(out / "embeddings_synthetic.npy").shape == (80, 32)  # 40 pairs, flip-fused
+    practical = json.loads((out / "practical.json").read_text())
+    in_run = json.loads((teacher_run / "practical.json").read_text())  # written by the run
+    assert practical["params"] == in_run["params"] == logged_params(teacher_run)
+    assert practical["size onnx MB"] == pytest.approx(in_run["size onnx MB"], rel=0.01)
+    assert practical["size fp16 MB"] < 0.6 * practical["size fp32 MB"]
+    assert practical["latency ms p90"] >= practical["latency ms"] > 0
+
+
+def logged_params(run_dir: Path) -> int:
+    return json.loads((run_dir / "results.json").read_text())["params"]
+
+
+def test_export_then_eval_of_the_bare_backbone_gives_the_same_figures(teacher_run, tmp_path):
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    report = export_checkpoint(compose_run(tmp_path, [f"ckpt_path={ckpt}"], "export", "export"))
+    out = tmp_path / "export"
+    assert report["parity ok"] and max(report["max abs diff"].values()) <= 1e-4
+    assert set(report["max abs diff"]) == {"1", "7"}
+    graph = onnx.load(out / "backbone.onnx").graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch axis
+    state = torch.load(out / "backbone_fp16.pth")
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+    sets = [f"eval.sets=[{LFW_DEV / 'lfw_dev_test.bin'}]", "eval.practical=false"]
+    from_ckpt = _eval(tmp_path, [f"ckpt_path={ckpt}", *sets], "a")
+    bare = [
+        f"ckpt_path={out / 'backbone.pth'}",
+        "backbone=resnet18_tiny",
+        "backbone.embedding_size=32",
+        "input_size=32",
+    ]
+    from_file = _eval(tmp_path, [*bare, *sets], "b")
+    assert from_file["sets"] == from_ckpt["sets"]
+    assert 0.5 <= from_file["sets"]["lfw_dev_test"]["acc"] <= 1.0
+    bank = TeacherBank(teacher_run / "teacher_bank")
+    from_bank = _eval(tmp_path, [f"ckpt_path={bank.root / bank.entries()[-1].file}", *sets], "c")
+    assert from_bank["sets"] == from_ckpt["sets"]  # the bank's last entry is the final state
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ckpt_path=/no/such.ckpt"], "no such file"),
+        (["ckpt_path=BACKBONE"], "bare backbone state_dict: name its net with backbone="),
+        (
+            ["ckpt_path=BACKBONE", "backbone=mobilefacenet", "input_size=32"],
+            "do not fit backbone mobilefacenet at input size 32",
+        ),
+        (["ckpt_path=LAST", "input_size=48"], "holds a model for 32 px"),
+    ],
+)
+def test_eval_errors_name_the_file_and_the_fix(teacher_run, tmp_path, overrides, message):
+    backbone = tmp_path / "backbone.pth"
+    state = torch.load(teacher_run / "checkpoints" / "last.ckpt", weights_only=False)
+    torch.save(
+        {k[9:]: v for k, v in state["state_dict"].items() if k.startswith("backbone.")}, backbone
+    )
+    last = teacher_run / "checkpoints" / "last.ckpt"
+    overrides = [o.replace("BACKBONE", str(backbone)).replace("LAST", str(last)) for o in overrides]
+    with pytest.raises(SetupError, match=message):
+        _eval(tmp_path, overrides)
+
+
+def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pocketnet.cli import eval_main; eval_main()",
+            "ckpt_path=/no/such.ckpt",
+            f"paths.root_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: ckpt_path=/no/such.ckpt: no such file"

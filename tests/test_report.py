@@ -1,0 +1,179 @@
+"""``pocketnet-report`` over a real tiny multirun: 2 heads x 2 embedding sizes x 2 seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from pocketnet.report import main
+
+BIN = Path(sys.executable).parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("accuracy_vs_flops.png", "accuracy_vs_params.png", "latency.png")
+SWEEP = [
+    "stage=teacher",
+    "debug=fast",
+    "data=tiny",
+    "head=arcface,cosface",
+    "backbone=resnet18_tiny",  # the design needs params to differ by embedding size, not a big net
+    "backbone.embedding_size=16,32",
+    "seed=1,2",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=1",
+    "stage.bank.enabled=false",
+    "logger=csv",
+    "print_config=false",
+    "callbacks.progress.rich=false",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """The multirun folder of a real ``pocketnet -m`` sweep (8 runs)."""
+    root = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("POCKETNET_ROOT", None)  # runs land under the working directory, as for a user
+    env.pop("POCKETNET_CACHE", None)
+    cmd = [str(BIN / "pocketnet"), "-m", *SWEEP]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    print(f"multirun: {time.perf_counter() - start:.1f} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (folder,) = (root / "logs" / "teacher" / "multiruns").iterdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(sweep, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    main([str(sweep), "--out", str(out)])
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _results(sweep: Path, run: str) -> dict:
+    return json.loads((sweep / run / "results.json").read_text())
+
+
+def test_multirun_layout(sweep):
+    assert (sweep / "multirun.yaml").is_file()
+    runs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert runs == [str(i) for i in range(8)]
+    assert all((sweep / r / ".hydra" / "overrides.yaml").is_file() for r in runs)
+
+
+def test_one_row_per_run_with_the_swept_overrides(report):
+    rows = _rows(report / "report.csv")
+    assert len(rows) == 8
+    assert list(rows[0])[:4] == ["run", "head", "backbone.embedding_size", "seed"]
+    combos = {(r["head"], r["backbone.embedding_size"], r["seed"]) for r in rows}
+    assert len(combos) == 8
+    assert "stage" in rows[0] and "trainer.max_epochs" not in rows[0]  # constant: not a column
+
+
+def test_groups_over_seeds_give_the_right_means(sweep, report):
+    groups = _rows(report / "report_summary.csv")
+    assert len(groups) == 4
+    assert {(g["head"], g["backbone.embedding_size"]) for g in groups} == {
+        (h, e) for h in ("arcface", "cosface") for e in ("16", "32")
+    }
+    params = {}
+    for g in groups:
+        assert g["n"] == "2" and "seed" not in g
+        results = [_results(sweep, run) for run in g["runs"].split()]
+        assert {r["embedding"] for r in results} == {int(g["backbone.embedding_size"])}
+        for metric in ("best acc", "params", "synthetic auc", "MFLOPs"):
+            values = [r[metric] for r in results]
+            assert float(g[f"{metric} mean"]) == pytest.approx(statistics.fmean(values))
+            assert float(g[f"{metric} std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
+        assert float(g["params std"]) == 0.0
+        params[g["head"], g["backbone.embedding_size"]] = float(g["params mean"])
+    assert params["arcface", "16"] == params["cosface", "16"]
+    assert params["arcface", "32"] == params["cosface", "32"]
+    assert params["arcface", "16"] < params["arcface", "32"]
+
+
+def test_markdown_table_and_plots(report):
+    text = (report / "report.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    assert head[:3] == ["head", "backbone.embedding_size", "n"]
+    order = [head.index(m) for m in ("best acc", "synthetic auc", "params", "MFLOPs", "CPU ms")]
+    assert order == sorted(order)
+    assert all("±" in line for line in table[2:])
+    assert not any(c.startswith("val/") for c in head)
+    for name in PLOTS:
+        path = report / name
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        image = imread(path)
+        assert min(image.shape[:2]) > 200
+        assert len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20, f"{name} is blank"
+
+
+def test_empty_directory_is_a_one_line_error(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "pocketnet-report"), str(tmp_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}: no Hydra runs found")
+    assert "expected a multirun folder" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_missing_directory_or_unknown_metric_is_an_error(sweep, tmp_path, capsys):
+    for args, message in (
+        ([str(tmp_path / "missing")], f"error: {tmp_path / 'missing'} is not a directory"),
+        ([str(sweep), "--out", str(tmp_path), "--metric", "nope"], "error: --metric 'nope'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.startswith(message)
+
+
+def test_unfinished_run_is_warned_about_and_left_out_and_wandb_gets_the_tables(
+    sweep, tmp_path, capsys
+):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("*.ckpt", "csv"))
+    (copy / "7" / "results.json").unlink()
+    for i in range(7):  # what the practical-metrics code writes beside results.json
+        (copy / str(i) / "practical.json").write_text(json.dumps({"latency ms": i + 0.5}))
+    main([str(copy), "--wandb"])
+    err = capsys.readouterr().err
+    assert f"warning: {copy / '7'}: no results.json" in err
+
+    rows = _rows(copy / "report.csv")
+    assert [float(r["latency ms"]) for r in rows] == [i + 0.5 for i in range(7)]
+    groups = {
+        (g["head"], g["backbone.embedding_size"]): g for g in _rows(copy / "report_summary.csv")
+    }
+    lone = groups["cosface", "32"]
+    assert lone["n"] == "1" and lone["runs"] == "6"
+    assert lone["best acc std"] == ""
+    assert float(lone["best acc mean"]) == _results(copy, "6")["best acc"]
+
+    (run,) = (copy / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))
+    tables = {p.name.split("_")[0]: p for p in (run / "files" / "media" / "table").iterdir()}
+    assert set(tables) == {"runs", "summary"}
+    assert len(json.loads(tables["runs"].read_text())["data"]) == 7
+    assert len(json.loads(tables["summary"].read_text())["data"]) == 4
+    images = {p.name.rsplit("_", 2)[0] for p in (run / "files" / "media" / "images").iterdir()}
+    assert images == {name.removesuffix(".png") for name in PLOTS}
