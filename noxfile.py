@@ -49,3 +49,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_verification.py")
     session.run("python", "benchmarks/bench_data.py")
     session.run("python", "benchmarks/bench_backbones.py")
+    session.run("python", "benchmarks/bench_search_step.py")
+    session.run("python", "benchmarks/bench_onnx.py")

@@ -29,8 +29,11 @@ from rich.markdown import Markdown
 __all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
 
 RESULTS, PRACTICAL = "results.json", "practical.json"
-# Numbers in results.json that describe the config rather than measure the run.
-DESCRIPTIVE = ("input", "embedding")
+# Numbers in results.json / practical.json that describe the setup rather than measure the run.
+DESCRIPTIVE = ("input", "embedding", "input size", "threads", "batch")
+# The console shows these columns (when present); report.md and the CSVs have every figure.
+# (a leading space: any "<set> ..." figure ending so)
+CONSOLE = ("best acc", " acc", " tar@far=1e-3", " auc", "params", "MFLOPs", "latency ms", "CPU ms")
 # Column order of the tables: first matching pattern (lower case) wins; the rest, then val/*.
 ORDER = (
     ("best acc",),
@@ -116,7 +119,8 @@ def _load_run(root: Path, folder: Path) -> Run | str:
     metrics.update({k: v for k, v in data.get("metrics", {}).items() if _number(v)})
     if (folder / PRACTICAL).is_file():
         practical = json.loads((folder / PRACTICAL).read_text())
-        metrics.update({k: v for k, v in practical.items() if _number(v)})
+        metrics.update({k: v for k, v in practical.items() if _number(v) and k not in DESCRIPTIVE})
+        info.update({k: v for k, v in practical.items() if k in DESCRIPTIVE})
     return Run(
         name=str(folder.relative_to(root)),
         overrides={_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides},
@@ -183,6 +187,10 @@ def ordered_metrics(runs: list[Run]) -> list[str]:
     return sorted(names, key=_rank)
 
 
+def _on_console(metric: str) -> bool:
+    return any(metric == c or (c[0] == " " and metric.endswith(c)) for c in CONSOLE)
+
+
 def _fmt(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
@@ -233,9 +241,17 @@ def summary_table(groups: list[Group], metrics: list[str]) -> tuple[list[str], l
     return columns, rows
 
 
-def markdown(root: Path, runs: list[Run], groups: list[Group], over: list[str]) -> str:
-    """The groups as a markdown table of ``mean ± std`` cells (val/* figures only in the CSVs)."""
-    metrics = [m for m in ordered_metrics(runs) if not m.startswith("val/")]
+def markdown(
+    root: Path,
+    runs: list[Run],
+    groups: list[Group],
+    over: list[str],
+    metrics: list[str] | None = None,
+) -> str:
+    """The groups as a markdown table of ``mean ± std`` cells: ``metrics`` (default every
+    figure but the val/* ones, which are in the CSVs)."""
+    if metrics is None:
+        metrics = [m for m in ordered_metrics(runs) if not m.startswith("val/")]
     keys = list(groups[0].config)
     common = [
         f"`{k}={v}`"
@@ -394,7 +410,9 @@ def write_report(
     if latency is not None:
         images.append(latency_plot(groups, latency, out / "latency.png"))
     written += images
-    console.print(Markdown(text))
+    shown = [m for m in ordered_metrics(runs) if _on_console(m)]
+    console.print(Markdown(markdown(root, runs, groups, over, shown)))
+    console.print(f"every figure: {out / 'report.md'}, {out / 'report.csv'}")
     if use_wandb:
         written.append(log_to_wandb(out, tables, images, wandb_online))
     return written

@@ -37,7 +37,7 @@ from pocketnet.stages.teacher import TeacherModule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SetupError", "run"]
+__all__ = ["SetupError", "build_loggers", "finish_wandb", "run"]
 
 
 class SetupError(Exception):
@@ -65,6 +65,15 @@ def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
             )
         )
     return loggers
+
+
+def finish_wandb() -> None:
+    """End this process's wandb run, so that the next run (a pipeline stage, a sweep job, an
+    evaluation) starts its own instead of reusing it."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
 
 
 def _model_config(cfg: DictConfig, input_size: int, num_classes: int) -> dict[str, Any]:
@@ -284,8 +293,19 @@ def _fit(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
-    row["train min"] = (time.perf_counter() - start) / 60
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.ckpt_path)
+        row["train min"] = (time.perf_counter() - start) / 60
+        return _results(cfg, trainer, module, row, output_dir)
+    finally:
+        finish_wandb()
+
+
+def _results(
+    cfg: DictConfig, trainer: L.Trainer, module: FaceModule, row: dict[str, Any], output_dir: Path
+) -> dict[str, Any]:
+    """The results row after training (final and best figures, search results, practical
+    metrics), printed and written to ``results.json``."""
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     for name in module.val_names:
         for key in ("acc", "tar@far=1e-3", "tar@far=1e-4", "auc"):

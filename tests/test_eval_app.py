@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from pocketnet.data.cli import main as data_main
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
 from pocketnet.run import SetupError, run
@@ -43,7 +44,11 @@ def _eval(tmp_path: Path, overrides: list[str], out: str = "eval") -> dict:
 def test_eval_of_a_run_checkpoint_equals_its_validation_figures(teacher_run, tmp_path):
     metrics = _eval(
         tmp_path,
-        [f"ckpt_path={teacher_run / 'checkpoints' / 'last.ckpt'}", "eval.save_embeddings=true"],
+        [
+            f"ckpt_path={teacher_run / 'checkpoints' / 'last.ckpt'}",
+            "eval.save_embeddings=true",
+            "logger=default",
+        ],
     )
     logged = json.loads((teacher_run / "results.json").read_text())["metrics"]
     figures = metrics["sets"]["synthetic"]
@@ -61,6 +66,9 @@ def test_eval_of_a_run_checkpoint_equals_its_validation_figures(teacher_run, tmp
     assert practical["size onnx MB"] == pytest.approx(in_run["size onnx MB"], rel=0.01)
     assert practical["size fp16 MB"] < 0.6 * practical["size fp32 MB"]
     assert practical["latency ms p90"] >= practical["latency ms"] > 0
+    (wandb_run,) = (out / "wandb").glob("offline-run-*")
+    (table,) = (wandb_run / "files" / "media" / "table").glob("practical_*.table.json")
+    assert json.loads(table.read_text())["columns"][:2] == ["input size", "params"]
 
 
 def logged_params(run_dir: Path) -> int:
@@ -92,6 +100,29 @@ def test_export_then_eval_of_the_bare_backbone_gives_the_same_figures(teacher_ru
     bank = TeacherBank(teacher_run / "teacher_bank")
     from_bank = _eval(tmp_path, [f"ckpt_path={bank.root / bank.entries()[-1].file}", *sets], "c")
     assert from_bank["sets"] == from_ckpt["sets"]  # the bank's last entry is the final state
+
+
+def test_template_evaluation_on_lfw_dev_templates(teacher_run, tmp_path, capsys):
+    assert (
+        data_main(["make-templates", "--images", str(LFW_DEV / "test"), "--out", str(tmp_path)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "947 images in 722 templates" in printed and "10,361 pairs (361 same" in printed
+    meta, pairs = tmp_path / "lfw_face_tid_mid.txt", tmp_path / "lfw_template_pair_label.txt"
+    entry = f"{{meta:'{meta}',pairs:'{pairs}',images:'{LFW_DEV / 'test'}'}}"
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    metrics = _eval(
+        tmp_path,
+        [f"ckpt_path={ckpt}", f"eval.templates=[{entry}]", "eval.practical=false", "logger=csv"],
+    )
+    figures = metrics["templates"]["lfw"]
+    assert (figures["templates"], figures["pairs"]) == (722, 10_361)
+    assert 0.0 <= figures["tar@far=1e-3"] <= figures["tar@far=1e-2"] <= 1.0
+    assert 0.5 < figures["auc"] <= 1.0
+    assert (tmp_path / "eval" / "roc_lfw.png").is_file()
+    logged = (tmp_path / "eval" / "csv" / "metrics.csv").read_text()
+    assert "eval/templates/lfw/auc" in logged
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import wandb
 
 from pocketnet.evaluation.checkpoints import load_model
 from pocketnet.models.factory import backbone_from_config
@@ -191,6 +192,7 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
     (wandb_run,) = (out / "wandb").glob("offline-run-*")
     media = list((wandb_run / "files" / "media").rglob("*.png"))
     assert len(media) == 2 * 3  # heat-map, normal and reduce cell, each epoch
+    assert wandb.run is None  # finished: the next run in this process starts its own
     history = json.loads((out / "search" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     best = max(history, key=lambda h: (h["val/top1"], -h["epoch"]))

@@ -495,6 +495,7 @@ class EvalConfig:
     verification sets."""
 
     sets: list[Any] = field(default_factory=list)
+    templates: list[Any] = field(default_factory=list)  # [{meta, pairs, images, name}] (IJB)
     batch_size: int = 256
     color: Color | None = None  # None: the run's data.color, else rgb
     save_embeddings: bool = False
@@ -511,6 +512,7 @@ class EvalAppConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "eval"
+    tags: list[str] = field(default_factory=list)
     ckpt_path: str = MISSING
     input_size: int | None = None  # None: the run's (or 112 for a bare backbone file)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -21,6 +21,7 @@ import numpy as np
 from pocketnet.data.face_rec import image_sizes, open_rec, pack_folder, unpack_rec, verify_rec
 from pocketnet.data.pairs import read_pairs
 from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
+from pocketnet.evaluation.templates import read_template_set, write_lfw_template_set
 
 __all__ = ["main"]
 
@@ -117,6 +118,17 @@ def _info(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{path}: no such pack folder, .bin or pairs file")
 
 
+def _make_templates(args: argparse.Namespace) -> None:
+    meta, pairs = write_lfw_template_set(
+        args.images, args.out, args.negatives, args.seed, name=args.name
+    )
+    ts = read_template_set(meta, pairs, args.images)
+    print(
+        f"{meta}: {len(ts.names):,} images in {len(np.unique(ts.templates)):,} templates; "
+        f"{pairs}: {len(ts.labels):,} pairs ({int(ts.labels.sum()):,} same identity)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pocketnet-data",
@@ -142,6 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--skip-missing", action="store_true", help="drop pairs naming missing files")
     p.set_defaults(fn=_make_bin)
+    p = sub.add_parser(
+        "make-templates", help="an IJB-style template set from identity folders (docs/TEMPLATES.md)"
+    )
+    p.add_argument("--images", required=True, help="identity folders, e.g. lfw-dev/test")
+    p.add_argument("--out", required=True, help="folder for <name>_face_tid_mid.txt etc.")
+    p.add_argument("--name", default="lfw")
+    p.add_argument("--negatives", type=int, default=10_000, help="different-identity pairs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_make_templates)
     p = sub.add_parser("verify", help="read and decode every record of a pack")
     p.add_argument("rec_dir")
     p.set_defaults(fn=_verify)

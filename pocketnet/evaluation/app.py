@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,24 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pocketnet.config.schema import Color
 from pocketnet.console import print_results
 from pocketnet.data.datasets import VerificationSet
+from pocketnet.data.encoded import EncodedImageDataset, FileImages
 from pocketnet.data.sources import SOURCES, bin_verification_set, pairs_verification_set
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.evaluation.checkpoints import LoadedModel, load_model
 from pocketnet.evaluation.export import export_onnx, file_size_mb, onnx_parity, save_backbone
 from pocketnet.evaluation.practical import practical_metrics, write_practical
+from pocketnet.evaluation.templates import (
+    evaluate_templates,
+    read_template_set,
+    template_features,
+    template_pair_scores,
+    template_roc,
+)
 from pocketnet.evaluation.verification import (
     embed_fused,
     evaluate_verification,
@@ -75,13 +84,13 @@ def _sets(cfg: DictConfig, loaded: LoadedModel) -> list[VerificationSet]:
 
 def embed_set(
     backbone: torch.nn.Module,
-    vset: VerificationSet,
+    dataset: Dataset,
     transform: FaceBatchTransform,
     batch_size: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Flip-fused embeddings of every image of ``vset``, in pair order (2N, D), float32."""
-    loader = DataLoader(vset.dataset, batch_size=batch_size, collate_fn=lambda batch: batch)
+    """Flip-fused embeddings of every image of ``dataset`` in its order (N, D), float32."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=lambda batch: batch)
     out = []
     with torch.inference_mode():
         for images, *_ in loader:
@@ -108,7 +117,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
 def _log(cfg: DictConfig, out: Path, metrics: dict[str, Any]) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
-    from pocketnet.run import build_loggers
+    from pocketnet.run import build_loggers, finish_wandb
 
     for logger in build_loggers(cfg.logger, out):
         numbers = {
@@ -116,6 +125,13 @@ def _log(cfg: DictConfig, out: Path, metrics: dict[str, Any]) -> None:
             for name, figures in metrics["sets"].items()
             for k, v in figures.items()
         }
+        numbers.update(
+            {
+                f"eval/templates/{name}/{k}": v
+                for name, figures in metrics.get("templates", {}).items()
+                for k, v in figures.items()
+            }
+        )
         numbers.update(
             {
                 f"practical/{k}": v
@@ -130,6 +146,36 @@ def _log(cfg: DictConfig, out: Path, metrics: dict[str, Any]) -> None:
                 "practical", columns=list(practical), data=[[str(v) for v in practical.values()]]
             )
         logger.finalize("success")
+    finish_wandb()
+
+
+def _templates(
+    cfg: DictConfig,
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    transform: FaceBatchTransform,
+    device: torch.device,
+    out: Path,
+) -> Iterator[tuple[str, dict[str, float]]]:
+    """IJB-style template verification of each ``eval.templates`` set (with a ROC PNG)."""
+    from pocketnet.run import SetupError
+
+    for entry in cfg.eval.templates:
+        try:
+            ts = read_template_set(entry.meta, entry.pairs, entry.images)
+        except (ValueError, OSError) as err:
+            raise SetupError(str(err)) from err
+        name = entry.get("name") or Path(entry.meta).stem.removesuffix("_face_tid_mid")
+        dataset = EncodedImageDataset(FileImages(ts.paths))
+        embeddings = embed_set(model, dataset, transform, cfg.eval.batch_size, device)
+        ids, features = template_features(embeddings, ts.templates, ts.medias)
+        scores = template_pair_scores(ids, features, ts.pairs)
+        figures = evaluate_templates(scores, ts.labels)
+        figures.update(templates=len(ids), pairs=len(scores))
+        far, tar, _ = template_roc(scores, ts.labels)
+        title = f"{loaded.name} on {name} templates (AUC {figures['auc']:.4f})"
+        plot_roc({name: (far, tar)}, out / f"roc_{name}.png", title)
+        yield name, figures
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
@@ -151,7 +197,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     model = loaded.backbone.to(device)
     results: dict[str, dict[str, float]] = {}
     for vset in sets:
-        embeddings = embed_set(model, vset, transform, cfg.eval.batch_size, device)
+        embeddings = embed_set(model, vset.dataset, transform, cfg.eval.batch_size, device)
         results[vset.name] = evaluate_verification(embeddings, vset.issame).as_dict()
         dist = verification_scores(embeddings)
         issame = vset.issame.bool()
@@ -169,6 +215,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         "color": color,
         "sets": results,
     }
+    if cfg.eval.templates:
+        metrics["templates"] = {
+            name: figures
+            for name, figures in _templates(cfg, loaded, model, transform, device, out)
+        }
     if cfg.eval.practical:
         metrics["practical"] = practical_metrics(
             loaded.backbone.cpu(), loaded.input_size, out / "artefacts", onnx=cfg.eval.onnx
@@ -176,6 +227,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         write_practical(metrics["practical"], out / "practical.json")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     rows = [{"model": name, **figures} for name, figures in results.items()]
+    rows += [{"model": f"{n} (templates)", **f} for n, f in metrics.get("templates", {}).items()]
     print_results(f"{loaded.name} ({loaded.source}): verification", rows)
     if "practical" in metrics:
         print_results("practical metrics", [{"model": loaded.name, **metrics["practical"]}])

@@ -94,10 +94,14 @@ def alpha_heatmap(
     fig = Figure(figsize=(0.7 * n_ops * len(kinds) + 3.0 * len(kinds) + 1.0, 0.42 * n_rows + 2.2))
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    # colours span the weights' own range: early in a search they sit near 1/n_ops
+    lo = min(float(m.min()) for m in panels.values())
+    hi = max(float(m.max()) for m in panels.values())
+    hi = max(hi, lo + 1e-3)
     image = None
     for ax, kind in zip(axes, kinds, strict=True):
         matrix = panels[kind]
-        image = ax.imshow(matrix, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        image = ax.imshow(matrix, cmap="viridis", vmin=lo, vmax=hi, aspect="auto")
         ax.set_title(f"{kind} cell")
         ax.set_xticks(range(n_ops), primitives, rotation=45, ha="right", rotation_mode="anchor")
         ax.set_yticks(range(len(matrix)), row_labels[kind], fontsize=9)
@@ -110,17 +114,18 @@ def alpha_heatmap(
                 ax.text(
                     c,
                     r,
-                    f"{value:.2f}",
+                    f"{value:.3f}",
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="black" if value > 0.6 else "white",
+                    color="black" if value > lo + 0.6 * (hi - lo) else "white",
                     fontweight="bold" if c == best else "normal",
                 )
             if best >= 0:
                 outline = Rectangle((best - 0.5, r - 0.5), 1, 1, fill=False, lw=2, ec="red")
                 ax.add_patch(outline)
-    fig.colorbar(image, ax=list(axes), label="softmax weight", shrink=0.9)
+    label = f"softmax weight (uniform: 1/{n_ops} = {1 / n_ops:.3f})"
+    fig.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pocketnet.models.pocketnet.cells import cell_inputs
 from pocketnet.models.pocketnet.genotype import Genotype
-from pocketnet.models.pocketnet.network import final_map_size, reduction_cells
-from pocketnet.models.pocketnet.ops import PRIMITIVES, DwSepConv, FactorizedReduce, make_op
+from pocketnet.models.pocketnet.network import final_map_size, gdc_head, reduction_cells
+from pocketnet.models.pocketnet.ops import PRIMITIVES, make_op
 
 __all__ = ["CELL_KINDS", "MixedOp", "SearchCell", "SuperNet", "derive_gene"]
 
@@ -57,11 +58,7 @@ class SearchCell(nn.Module):
     ):
         super().__init__()
         self.reduction = reduction
-        if reduction_prev:
-            self.preproc0: nn.Module = FactorizedReduce(c_pp, channels, affine=False)
-        else:
-            self.preproc0 = DwSepConv(c_pp, channels, 1, 1, affine=False)
-        self.preproc1 = DwSepConv(c_p, channels, 1, 1, affine=False)
+        self.preproc0, self.preproc1 = cell_inputs(c_pp, c_p, channels, reduction_prev, False)
         self.dag = nn.ModuleList(
             nn.ModuleList(
                 MixedOp(channels, 2 if reduction and src < 2 else 1) for src in range(i + 2)
@@ -129,16 +126,7 @@ class SuperNet(nn.Module):
             self.cells.append(cell)
             c_pp, c_p, reduction_prev = c_p, cell.out_channels, reduction
         kernel = final_map_size(input_size, len(self.reductions))
-        self.tail = nn.Sequential(
-            nn.PReLU(c_p),
-            nn.Conv2d(c_p, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.PReLU(width),
-            nn.Conv2d(width, width, kernel, groups=gdc_groups, bias=False),
-            nn.BatchNorm2d(width),
-            nn.Conv2d(width, embedding_size, 1, bias=False),
-            nn.BatchNorm2d(embedding_size),
-        )
+        self.tail = gdc_head(c_p, width, kernel, gdc_groups, embedding_size)
         n_ops = len(PRIMITIVES)
         self.alpha_normal = nn.ParameterList(
             nn.Parameter(1e-3 * torch.randn(i + 2, n_ops)) for i in range(n_nodes)

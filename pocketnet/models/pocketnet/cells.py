@@ -8,7 +8,20 @@ from torch import nn
 from pocketnet.models.pocketnet.genotype import Genotype
 from pocketnet.models.pocketnet.ops import DwSepConv, FactorizedReduce, make_op
 
-__all__ = ["Cell"]
+__all__ = ["Cell", "cell_inputs"]
+
+
+def cell_inputs(
+    c_pp: int, c_p: int, channels: int, reduction_prev: bool, affine: bool = True
+) -> tuple[nn.Module, nn.Module]:
+    """The two input preprocessors of a cell: ``c_{k-2}`` and ``c_{k-1}`` to ``channels``
+    (PReLU -> depthwise 1x1 -> 1x1 -> BN; a factorized reduce for ``c_{k-2}`` after a
+    reduction cell, so both inputs share one resolution)."""
+    if reduction_prev:
+        first: nn.Module = FactorizedReduce(c_pp, channels, affine)
+    else:
+        first = DwSepConv(c_pp, channels, 1, 1, affine)
+    return first, DwSepConv(c_p, channels, 1, 1, affine)
 
 
 class Cell(nn.Module):
@@ -32,11 +45,7 @@ class Cell(nn.Module):
     ):
         super().__init__()
         self.reduction = reduction
-        if reduction_prev:
-            self.preproc0: nn.Module = FactorizedReduce(c_pp, channels)
-        else:
-            self.preproc0 = DwSepConv(c_pp, channels, 1, 1)
-        self.preproc1 = DwSepConv(c_p, channels, 1, 1)
+        self.preproc0, self.preproc1 = cell_inputs(c_pp, c_p, channels, reduction_prev)
         gene = genotype.reduce if reduction else genotype.normal
         self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
         self.sources = tuple(tuple(src for _, src in node) for node in gene)

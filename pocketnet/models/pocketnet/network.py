@@ -22,7 +22,14 @@ from torch import nn
 from pocketnet.models.pocketnet.cells import Cell
 from pocketnet.models.pocketnet.genotype import Genotype, load_genotype
 
-__all__ = ["PRESETS", "PocketNet", "build_pocketnet", "final_map_size", "reduction_cells"]
+__all__ = [
+    "PRESETS",
+    "PocketNet",
+    "build_pocketnet",
+    "final_map_size",
+    "gdc_head",
+    "reduction_cells",
+]
 
 STEM_MULTIPLIER = 4
 
@@ -50,6 +57,21 @@ def final_map_size(input_size: int, n_reductions: int = 3) -> int:
     for _ in range(n_reductions + 1):
         size = (size + 1) // 2
     return size
+
+
+def gdc_head(c_in: int, width: int, kernel: int, groups: int, embedding_size: int) -> nn.Sequential:
+    """PReLU -> 1x1 conv to ``width`` -> BN -> PReLU -> ``kernel`` x ``kernel`` grouped conv
+    without padding (GDC; depthwise when ``groups == width``) -> BN -> 1x1 conv -> BN."""
+    return nn.Sequential(
+        nn.PReLU(c_in),
+        nn.Conv2d(c_in, width, 1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.PReLU(width),
+        nn.Conv2d(width, width, kernel, groups=groups, bias=False),
+        nn.BatchNorm2d(width),
+        nn.Conv2d(width, embedding_size, 1, bias=False),
+        nn.BatchNorm2d(embedding_size),
+    )
 
 
 class PocketNet(nn.Module):
@@ -106,16 +128,7 @@ class PocketNet(nn.Module):
 
         width = 1024 if embedding_size == 512 else 512
         kernel = final_map_size(input_size, len(reductions))
-        self.tail = nn.Sequential(
-            nn.PReLU(c_p),
-            nn.Conv2d(c_p, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.PReLU(width),
-            nn.Conv2d(width, width, kernel, groups=width, bias=False),
-            nn.BatchNorm2d(width),
-            nn.Conv2d(width, embedding_size, 1, bias=False),
-            nn.BatchNorm2d(embedding_size),
-        )
+        self.tail = gdc_head(c_p, width, kernel, width, embedding_size)
         self._init_weights()
 
     def _init_weights(self) -> None:
