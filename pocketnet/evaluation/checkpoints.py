@@ -40,7 +40,10 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-def _build(backbone_cfg: Any, input_size: int, state: dict[str, torch.Tensor], path: Path):
+def _build(
+    backbone_cfg: Any, input_size: int, state: dict[str, torch.Tensor], path: Path
+) -> nn.Module:
+    """The backbone ``backbone_cfg`` at ``input_size`` with ``state`` loaded strictly, eval mode."""
     cfg = {**_plain(backbone_cfg), "checkpoint": None}  # the weights come from ``state``
     model = backbone_from_config(cfg, input_size)
     try:

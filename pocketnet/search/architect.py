@@ -50,7 +50,7 @@ def virtual_step_terms(
 
 
 def alpha_gradients(
-    train_loss: Loss,
+    train_loss: Loss | None,
     val_loss: Loss,
     weights: Sequence[torch.Tensor],
     alphas: Sequence[torch.Tensor],
@@ -63,7 +63,7 @@ def alpha_gradients(
     """Gradients of the validation loss with respect to ``alphas`` and that loss.
 
     ``train_loss`` / ``val_loss`` compute the loss on the weight / architecture batch with the
-    current parameter values. ``xi = 0`` gives the first-order gradient.
+    current parameter values. ``xi = 0`` gives the first-order gradient (``train_loss`` unused).
     """
     weights, alphas = list(weights), list(alphas)
     if xi == 0.0:

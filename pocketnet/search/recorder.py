@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,7 @@ class SearchRecorder(L.Callback):
                 )
 
     def _write_best(self) -> None:
-        genotype = self.best_genotype
-        named = Genotype(
-            genotype.normal,
-            genotype.normal_concat,
-            genotype.reduce,
-            genotype.reduce_concat,
-            name=f"search_epoch_{self.best['epoch']:03d}",
-        )
+        named = replace(self.best_genotype, name=f"search_epoch_{self.best['epoch']:03d}")
         _write_text(self.root / "genotype.yaml", named.to_yaml())
         _write_text(self.root / "genotype.txt", named.to_darts_string() + "\n")
         for kind in CELL_KINDS:
