@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol
@@ -48,6 +48,19 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
 _TORCHVISION_FORMATS = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF")
+_RGB = ImageReadMode.RGB.value
+
+
+def _decode_op() -> Callable[[torch.Tensor, int, bool], torch.Tensor]:
+    """torchvision's decode operator itself: ``decode_image`` minus its per-call usage logging
+    and deprecation warning (a few microseconds an image); the wrapper where the op is absent."""
+    try:
+        return torch.ops.image.decode_image
+    except (AttributeError, RuntimeError):
+        return lambda data, mode, exif: decode_image(data, ImageReadMode(mode), exif)
+
+
+_decode = _decode_op()
 
 
 class CorruptImageError(ValueError):
@@ -61,7 +74,7 @@ def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
     """
     try:
         if bytes(data[:4]).startswith(_TORCHVISION_FORMATS):
-            image = decode_image(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+            image = _decode(torch.frombuffer(data, dtype=torch.uint8), _RGB, False)
             if image.ndim == 4:  # an animated GIF: its first frame
                 image = image[0]
             if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits
