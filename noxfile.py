@@ -22,7 +22,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
-    """Long end-to-end checks: the quickstart pipeline's accuracy and time targets."""
+    """Long end-to-end checks: the quickstart pipeline and the search preset (accuracy, time)."""
     _install(session)
     session.run("pytest", "-q", "-m", "slow", *session.posargs)
 
