@@ -263,8 +263,11 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         report["max abs diff"] = {str(b): d for b, d in parity.items()}
         report["parity ok"] = max(parity.values()) <= e.tolerance
     (out / "export.json").write_text(json.dumps(report, indent=1))
-    row = {k: v for k, v in report.items() if not isinstance(v, dict)}
-    row.update({f"max abs diff (batch {b})": d for b, d in report.get("max abs diff", {}).items()})
+    row = {k: v for k, v in report.items() if not isinstance(v, dict | bool)}
+    for batch, diff in report.get("max abs diff", {}).items():
+        row[f"max abs diff (batch {batch})"] = f"{diff:.1e}"
+    if e.onnx:
+        row["parity"] = f"{'ok' if report['parity ok'] else 'FAILED'} (tolerance {e.tolerance:g})"
     print_results(f"export of {loaded.source} -> {out}", [row])
     if report.get("parity ok") is False:
         log.error("ONNX differs from PyTorch by more than %g", e.tolerance)
