@@ -13,7 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pocketnet.data.encoded import BytesImages, FileImages, PackedBytes, decode_rgb
+from pocketnet.data.encoded import (
+    BytesImages,
+    CorruptImageError,
+    FileImages,
+    PackedBytes,
+    decode_rgb,
+)
 from pocketnet.data.folders import folder_dataset
 from pocketnet.data.pairs import read_pairs, stratified_order
 from pocketnet.data.sources import bin_verification_set, pairs_verification_set
@@ -191,6 +197,24 @@ def test_bad_data_paths_stop_before_training(tmp_path, override, message):
     cfg = compose_run(tmp_path, [*FAST, "data=lfw_dev", override])
     with pytest.raises(SetupError, match=message):
         run(cfg)
+
+
+def test_jpegs_decode_to_torchvisions_pixels_and_damage_is_left_to_torchvision():
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from pocketnet.data.face_rec import rec_dataset
+
+    source = rec_dataset(LFW_DEV)[0].source
+    for i in range(0, len(source), 7):  # 954 of the pack's real JPEGs
+        data = bytes(source.read(i)[0])
+        want = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
+        assert torch.equal(decode_rgb(data), want), source.where(i)
+    # recoverable damage (torchvision warns and decodes), then a truncated JPEG (an error)
+    data = bytes(source.read(0)[0])
+    damaged = data[:-2] + b"xy" + data[-2:]
+    assert torch.equal(decode_rgb(damaged), decode_rgb(data))
+    with pytest.raises(CorruptImageError, match=r"rec: cannot decode image \(2000 bytes\)"):
+        decode_rgb(data[:2000], "rec")
 
 
 def test_16_bit_png_and_animated_gif_decode_to_8_bit_rgb():

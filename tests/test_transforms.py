@@ -20,6 +20,14 @@ def test_normalize_maps_0_and_255_to_minus_1_and_1():
     assert torch.allclose(x, torch.tensor([-1.0, 127 / 127.5 - 1, 1.0]), atol=1e-6)
 
 
+def test_normalize_every_value_of_a_channels_last_batch_as_the_formula():
+    batch = torch.arange(256, dtype=torch.uint8).repeat(2, 1).view(2, 8, 32).expand(3, -1, -1, -1)
+    x = normalize(batch.permute(1, 2, 3, 0))  # a channels-last view, as the transform passes it
+    want = (batch.permute(1, 2, 3, 0).double() / 255 - 0.5) / 0.5
+    assert x.dtype == torch.float32 and x.shape == (2, 8, 32, 3) and x.is_contiguous()
+    assert (x.double() - want).abs().max() <= 2**-22  # two float32 ulps near 1
+
+
 def test_random_hflip_flips_exactly_the_drawn_images_in_place():
     batch = _channels_last_batch()
     before = batch.clone()

@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 from tqdm import tqdm
 
+from pocketnet.data.buffers import empty_batch
 from pocketnet.data.recordio import RecordIOError, RecordReader, unpack_record
 
 __all__ = [
@@ -47,7 +49,8 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 # decoders only read their input, so wrapping read-only bytes without a copy is safe
 warnings.filterwarnings("ignore", message="The given buffer is not writable")
 
-_TORCHVISION_FORMATS = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"RIFF")
+_JPEG = b"\xff\xd8"
+_TORCHVISION_FORMATS = (_JPEG, b"\x89PNG", b"GIF8", b"RIFF")
 _RGB = ImageReadMode.RGB.value
 
 
@@ -67,13 +70,29 @@ class CorruptImageError(ValueError):
     """An image could not be read or decoded; the message says where it lives."""
 
 
+def _decode_clean_jpeg(data: bytes | memoryview) -> torch.Tensor | None:
+    """An intact JPEG -> uint8 (3, H, W) RGB (HWC memory) by libjpeg-turbo through simplejpeg:
+    the pixels of torchvision's decoder (the same library and settings), ~15% faster. None for
+    anything it refuses (damaged, CMYK): torchvision then decides, as for every other image."""
+    try:
+        return torch.from_numpy(simplejpeg.decode_jpeg(data, "RGB")).permute(2, 0, 1)
+    except ValueError:
+        return None
+
+
 def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
-    """Encoded image -> uint8 (3, H, W) RGB. JPEG/PNG/GIF/WebP by torchvision, others by PIL.
+    """Encoded image -> uint8 (3, H, W) RGB. Intact JPEGs by simplejpeg, the rest of
+    JPEG/PNG/GIF/WebP by torchvision, others by PIL.
 
     The encoded bytes are read in place (never written), whatever buffer holds them.
     """
+    magic = bytes(data[:4])
+    if magic.startswith(_JPEG):
+        image = _decode_clean_jpeg(data)
+        if image is not None:
+            return image
     try:
-        if bytes(data[:4]).startswith(_TORCHVISION_FORMATS):
+        if magic.startswith(_TORCHVISION_FORMATS):
             image = _decode(torch.frombuffer(data, dtype=torch.uint8), _RGB, False)
             if image.ndim == 4:  # an animated GIF: its first frame
                 image = image[0]
@@ -230,15 +249,6 @@ class BytesImages:
         return self.images[i], i
 
 
-def _uint8_buffer(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty uint8 tensor; in shared memory inside a DataLoader worker, as default_collate
-    makes its batches."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-
-
 class EncodedImageDataset(Dataset):
     """Decode a source's images per batch to uint8 (B, 3, H, W) at one size, with targets.
 
@@ -296,7 +306,7 @@ class EncodedImageDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # each image goes into the batch while it is still in cache, flipped on the way when
         # chosen; inside a DataLoader worker the batch is made in shared memory (no copy to send)
-        batch = _uint8_buffer((len(indices), *self.size, 3))
+        batch = empty_batch((len(indices), *self.size, 3), torch.uint8)
         flips = (torch.rand(len(indices)) < 0.5).tolist() if self.flip else None
         targets: list[int] = []
         keys: list[int] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pocketnet.data.buffers import empty_batch
+
 __all__ = ["FaceBatchTransform", "normalize", "random_hflip_"]
 
 
@@ -24,9 +26,14 @@ def random_hflip_(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     return flipped
 
 
+_MINUS_ONE = torch.tensor(-1.0)
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] as ``(x / 255 - 0.5) / 0.5`` (= x * (1 / 127.5) - 1)."""
-    return images.float().mul_(1 / 127.5).sub_(1.0)
+    on_cpu = images.device.type == "cpu"
+    x = empty_batch(images.shape, torch.float32).copy_(images) if on_cpu else images.float()
+    return torch.add(_MINUS_ONE, x, alpha=1 / 127.5, out=x)  # one pass over x, not two
 
 
 class FaceBatchTransform:
