@@ -28,6 +28,12 @@ def test_normalize_every_value_of_a_channels_last_batch_as_the_formula():
     assert (x.double() - want).abs().max() <= 2**-22  # two float32 ulps near 1
 
 
+def test_normalize_in_chunks_gives_the_bits_of_the_whole_batch_arithmetic():
+    nhwc = torch.randint(0, 256, (20, 112, 112, 3), dtype=torch.uint8)  # 4 chunks of ~1 MB
+    want = nhwc.float().mul_(1 / 127.5).sub_(1.0)  # as before chunking: runs reproduce exactly
+    assert torch.equal(normalize(nhwc), want)
+
+
 def test_random_hflip_flips_exactly_the_drawn_images_in_place():
     batch = _channels_last_batch()
     before = batch.clone()
