@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,8 @@ def test_worker_batches_are_made_in_shared_memory():
 def test_batches_between_training_steps_reuse_memory_instead_of_faulting_fresh_pages():
     """A float batch of 128 x 112 x 112 x 3 (19 MB) each step, between a step's worth of other
     tensors (some outliving it): after two steps, the batches touch almost no fresh pages.
-    (torch.empty in this loop faults all ~4,700 pages of the batch in steps 2 to 5.)"""
+    (torch.empty in this loop faults all ~4,700 pages of the batch in each of its first three
+    steps.)"""
     code = textwrap.dedent(
         """
         import resource, torch
@@ -57,6 +59,6 @@ def test_batches_between_training_steps_reuse_memory_instead_of_faulting_fresh_p
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    counts = eval(out.stdout)
+    counts = ast.literal_eval(out.stdout)
     pages = 128 * 112 * 112 * 3 * 4 // 4096
     assert counts[0] > 0 and sum(counts[2:]) < pages // 20, counts

@@ -32,6 +32,7 @@ def test_normalize_in_chunks_gives_the_bits_of_the_whole_batch_arithmetic():
     nhwc = torch.randint(0, 256, (20, 112, 112, 3), dtype=torch.uint8)  # 4 chunks of ~1 MB
     want = nhwc.float().mul_(1 / 127.5).sub_(1.0)  # as before chunking: runs reproduce exactly
     assert torch.equal(normalize(nhwc), want)
+    assert normalize(nhwc[:0]).shape == (0, 112, 112, 3)
 
 
 def test_random_hflip_flips_exactly_the_drawn_images_in_place():

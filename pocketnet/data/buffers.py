@@ -23,6 +23,8 @@ def empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised contiguous CPU tensor; in shared memory inside a DataLoader worker (as
     default_collate makes its batches: nothing to copy when it is sent to the main process)."""
     nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes == 0:  # nothing to reuse, and a zero-byte buffer cannot be viewed as another dtype
+        return torch.empty(shape, dtype=dtype)
     if get_worker_info() is not None:
         storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(nbytes)
         raw = torch.empty(0, dtype=torch.uint8).set_(storage)

@@ -35,7 +35,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
         return images.float().mul_(1 / 127.5).sub_(1.0)
     x = empty_batch(images.shape, torch.float32)
     # a few images at a time, so that the second and third pass find them in the cache
-    step = max(1, _CHUNK_BYTES // max(1, x[0].nbytes))
+    step = max(1, _CHUNK_BYTES // max(1, x[:1].nbytes))
     for start in range(0, len(x), step):
         x[start : start + step].copy_(images[start : start + step]).mul_(1 / 127.5).sub_(1.0)
     return x
