@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from pocketnet.data.encoded import (
     BytesImages,
@@ -20,6 +21,7 @@ from pocketnet.data.encoded import (
     PackedBytes,
     decode_rgb,
 )
+from pocketnet.data.face_rec import rec_dataset
 from pocketnet.data.folders import folder_dataset
 from pocketnet.data.pairs import read_pairs, stratified_order
 from pocketnet.data.sources import bin_verification_set, pairs_verification_set
@@ -200,10 +202,6 @@ def test_bad_data_paths_stop_before_training(tmp_path, override, message):
 
 
 def test_jpegs_decode_to_torchvisions_pixels_and_damage_is_left_to_torchvision():
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    from pocketnet.data.face_rec import rec_dataset
-
     source = rec_dataset(LFW_DEV)[0].source
     for i in range(0, len(source), 7):  # 954 of the pack's real JPEGs
         data = bytes(source.read(i)[0])

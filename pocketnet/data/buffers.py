@@ -4,8 +4,8 @@ torch's CPU allocator asks for 64-byte-aligned blocks; a freed batch-sized block
 next such request, so the heap grows into fresh pages, and every page faults and is zeroed on
 first touch: for a 128-image float batch at 112 px (19 MB) up to 15-20 us an image on this
 project's machine, as much as normalising it. numpy's allocator (plain ``malloc``, transparent
-huge pages for large arrays) reuses the freed block: ``benchmarks/bench_data.py`` counts about
-ten times fewer page faults with these buffers.
+huge pages for large arrays) reuses the freed block (``tests/test_buffers.py`` checks it;
+``benchmarks/bench_data.py`` prints the faults an image of the RecordIO pipeline).
 """
 
 from __future__ import annotations
