@@ -3,7 +3,8 @@
 1. RecordIO -> normalised, randomly flipped training tensors in one process, against bare
    ``torchvision.io.decode_jpeg`` over the same records' JPEG bytes (target >= 0.7x).
 2. A DataLoader with 2 workers against 1 worker (persistent workers), each timed while the
-   other is idle (>= 1.6x).
+   others are idle (>= 1.6x); batches through the DataModule's :class:`SlotCollate`, and for
+   comparison PyTorch's own transport (a fresh shared-memory segment a tensor).
 3. ``pack`` of the pack's own images unpacked to identity folders (target >= 2,000 images/s).
 
 Run: ``python benchmarks/bench_data.py [--pack DIR] [--batches N]``.
@@ -26,6 +27,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from pocketnet.data.face_rec import pack_folder, rec_dataset, unpack_rec
 from pocketnet.data.recordio import unpack_record
 from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.data.transport import SlotCollate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 BATCH = 128
@@ -88,42 +90,51 @@ def bench_decode(pack: Path, n: int, rounds: int) -> tuple[float, float, float, 
     return rate["bare"], rate["ours"], _median_ratio(t["ours"], t["bare"]), per_image
 
 
-def bench_workers(pack: Path, batches: int, rounds: int) -> tuple[float, float, float]:
-    """(1-worker img/s, 2-worker img/s, ratio) of two loaders with persistent workers, each
-    timed over ``batches`` batches while the other is idle: a round first waits until both have
-    filled their prefetch queues (so no one decodes in the background), then takes the waiting
-    batches and one more per worker untimed, then times the workers' own pace."""
+def bench_workers(pack: Path, batches: int, rounds: int) -> dict[str, float]:
+    """Images/s of loaders with 1 and 2 persistent workers, batches sent through the slots of
+    :class:`SlotCollate` (as the DataModule's loaders do) or PyTorch's own way (a fresh
+    shared-memory segment a tensor), each timed over ``batches`` batches while the others are
+    idle: a round first waits until all have filled their prefetch queues (so no one decodes in
+    the background), then takes the waiting batches and one more per worker untimed, then times
+    the workers' own pace. Keys ``slots1, slots2, torch1, torch2``, and ratios ``slots2/slots1``,
+    ``torch2/torch1`` (medians of per-round ratios)."""
     dataset, _ = rec_dataset(pack, flip=True)
+    collates = {"slots": SlotCollate, "torch": lambda: lambda batch: batch}
     iters = {}
-    for workers in (1, 2):
-        loader = DataLoader(
-            dataset,
-            batch_size=BATCH,
-            sampler=RandomSampler(
-                dataset, replacement=True, num_samples=10**9, generator=torch.Generator()
-            ),
-            num_workers=workers,
-            collate_fn=lambda batch: batch,
-            prefetch_factor=PREFETCH,
-            persistent_workers=True,
-        )
-        iters[workers] = iter(loader)
+    for name, collate in collates.items():
+        for workers in (1, 2):
+            loader = DataLoader(
+                dataset,
+                batch_size=BATCH,
+                sampler=RandomSampler(
+                    dataset, replacement=True, num_samples=10**9, generator=torch.Generator()
+                ),
+                num_workers=workers,
+                collate_fn=collate(),
+                prefetch_factor=PREFETCH,
+                persistent_workers=True,
+            )
+            iters[f"{name}{workers}"] = (iter(loader), workers)
 
-    def take(workers: int) -> Callable[[], float]:
+    def take(key: str) -> Callable[[], float]:
+        it, workers = iters[key]
+
         def run() -> float:
             time.sleep(SETTLE_S)
             for _ in range((PREFETCH + 1) * workers):
-                next(iters[workers])
+                next(it)
             start = time.perf_counter()
             for _ in range(batches):
-                next(iters[workers])
+                next(it)
             return time.perf_counter() - start
 
         return run
 
-    t = _interleaved({"1": take(1), "2": take(2)}, rounds)
-    rate = {k: batches * BATCH / statistics.median(v) for k, v in t.items()}
-    return rate["1"], rate["2"], _median_ratio(t["2"], t["1"])
+    t = _interleaved({key: take(key) for key in iters}, rounds)
+    out = {key: batches * BATCH / statistics.median(v) for key, v in t.items()}
+    for name in collates:
+        out[f"{name}2/{name}1"] = _median_ratio(t[f"{name}2"], t[f"{name}1"])
+    return out
 
 
 def bench_pack(pack: Path, rounds: int) -> float:
@@ -151,16 +162,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     bare, ours, decode_ratio, faults = bench_decode(args.pack, args.images, args.rounds)
-    one, two, worker_ratio = bench_workers(args.pack, args.batches, args.rounds)
+    loaders = bench_workers(args.pack, args.batches, args.rounds)
+    slots, torch_ = loaders["slots2/slots1"], loaders["torch2/torch1"]
     packed = bench_pack(args.pack, 3)
     rows = [
         ("bare decode_jpeg", f"{bare:,.0f} img/s", ""),
         ("RecordIO -> normalised flipped batch", f"{ours:,.0f} img/s", f"{decode_ratio:.2f}x"),
-        ("DataLoader, 1 worker", f"{one:,.0f} img/s", ""),
-        ("DataLoader, 2 workers", f"{two:,.0f} img/s", f"{worker_ratio:.2f}x"),
+        ("DataLoader, 1 worker", f"{loaders['slots1']:,.0f} img/s", ""),
+        ("DataLoader, 2 workers", f"{loaders['slots2']:,.0f} img/s", f"{slots:.2f}x"),
+        ("  PyTorch's transport, 1 worker", f"{loaders['torch1']:,.0f} img/s", ""),
+        ("  PyTorch's transport, 2 workers", f"{loaders['torch2']:,.0f} img/s", f"{torch_:.2f}x"),
         ("pack (folders -> .rec)", f"{packed:,.0f} img/s", f"{packed / 2000:.1f}x 2,000 img/s"),
     ]
-    targets = ["", ">= 0.70x", "", ">= 1.60x", ">= 1.0x"]
+    targets = ["", ">= 0.70x", "", ">= 1.60x", "", "", ">= 1.0x"]
     width = max(len(r[0]) for r in rows)
     print(
         f"data loading on {args.pack.name}, {BATCH}-image batches, {args.threads} torch "

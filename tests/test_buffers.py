@@ -1,4 +1,4 @@
-"""Batch buffers: numpy-backed in the main process (freed memory reused), shared in workers."""
+"""Batch buffers: numpy-backed, so that a freed batch's memory serves the next one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from pocketnet.data.buffers import empty_batch
 
@@ -19,20 +18,6 @@ def test_empty_batch_shape_dtype_and_writable():
     x.fill_(2.5)
     assert float(x.sum()) == 2.5 * 360 and not x.is_shared()
     assert empty_batch((2, 3), torch.uint8).dtype == torch.uint8
-
-
-class _Batches(Dataset):
-    def __len__(self) -> int:
-        return 4
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return empty_batch((2, 3), torch.uint8).fill_(i)
-
-
-def test_worker_batches_are_made_in_shared_memory():
-    batches = list(DataLoader(_Batches(), batch_size=None, num_workers=1))
-    assert all(b.is_shared() for b in batches)
-    assert [int(b[1, 2]) for b in batches] == [0, 1, 2, 3]
 
 
 def test_batches_between_training_steps_reuse_memory_instead_of_faulting_fresh_pages():

@@ -13,6 +13,7 @@ from pocketnet.config.schema import Color
 from pocketnet.data.datasets import VerificationSet
 from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.data.transport import SlotCollate
 
 __all__ = ["FaceBatch", "FaceDataModule"]
 
@@ -28,11 +29,6 @@ class FaceBatch(NamedTuple):
     labels: torch.Tensor
     keys: torch.Tensor
     student_images: torch.Tensor
-
-
-def _batched(batch: Any) -> Any:
-    """Collate for datasets that fetch whole batches through ``__getitems__``."""
-    return batch
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -81,7 +77,7 @@ class FaceDataModule(L.LightningDataModule):
             drop_last=drop_last,
             num_workers=workers,
             persistent_workers=workers > 0,
-            collate_fn=_batched,
+            collate_fn=SlotCollate(),
             pin_memory=torch.cuda.is_available(),
         )
 
