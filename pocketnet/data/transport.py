@@ -27,7 +27,7 @@ from torch.utils.data import get_worker_info
 
 __all__ = ["SlotCollate"]
 
-SLOTS = 6  # per worker: a prefetch factor of 4, the batch in use and one more
+SLOTS = 6  # per worker at most: a prefetch factor of 4, the batch in use and one more
 INLINE_BYTES = 1 << 16  # smaller tensors travel inside the message
 
 # main process: (collate id, worker id) -> what that worker's slots hold
@@ -77,12 +77,14 @@ class _WorkerSlots:
         self.announced = False
 
     def pack(self, t: torch.Tensor) -> Any:
+        if t.requires_grad or t.device.type != "cpu":
+            return t  # PyTorch's own transport
         if t.nbytes < INLINE_BYTES and t.dtype in _NUMPY_DTYPES:
             return _Inline(t.numpy())
         free = np.flatnonzero(self.busy == 0)
-        if len(free) == 0 or t.requires_grad:
-            return t  # PyTorch's own transport
-        slot = int(free[0])
+        if len(free) == 0:
+            return t
+        slot = int(free[0])  # the lowest: slots are created only as far as batches overlap
         order = sorted(range(t.ndim), key=lambda d: -t.stride(d))
         dense = t.permute(order)  # memory order: a channels-last batch stays channels-last
         storage = self.storages[slot]
@@ -161,5 +163,6 @@ def _release(busy: np.ndarray, slot: int) -> None:
 
 
 def _forget(collate_id: str) -> None:
-    for key in [k for k in _RECEIVED if k[0] == collate_id]:
-        del _RECEIVED[key]
+    for key in list(_RECEIVED):  # a copy: another thread may be receiving
+        if key[0] == collate_id:
+            _RECEIVED.pop(key, None)
