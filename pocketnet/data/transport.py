@@ -126,10 +126,11 @@ class _SlotRef:
 
 
 class _Mapped:
+    """The main process's side of one worker process's slots."""
+
     def __init__(self, token: str, flags: torch.Tensor):
         self.token = token
-        self.flags = flags
-        self.busy = flags.numpy()
+        self.busy = flags.numpy()  # keeps the shared flags alive
         self.arrays: dict[int, np.ndarray] = {}
 
 
@@ -148,7 +149,10 @@ def _receive(
     mapped = _RECEIVED.get(key)
     if mapped is None or mapped.token != token:
         if flags is None:
-            raise RuntimeError(f"batch from an unannounced worker slot set {key}")
+            raise RuntimeError(
+                f"worker {key[1]} sent a batch in a slot before announcing its slots: its "
+                "batches must be unpickled in the order they were sent"
+            )
         mapped = _RECEIVED[key] = _Mapped(token, flags)
     if storage is not None:
         mapped.arrays[slot] = storage.numpy()
