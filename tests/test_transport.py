@@ -28,8 +28,11 @@ def faces() -> ArrayFaceDataset:
     return ArrayFaceDataset(images, g.integers(0, 50, len(images)))
 
 
-def _expected(dataset, batch: int):
-    return [dataset.__getitems__(list(range(i, i + batch))) for i in range(0, len(dataset), batch)]
+def _expected(dataset, batch: int, images: int | None = None):
+    """The in-process batches of the first ``images`` (default: all) in order."""
+    stop = len(dataset) if images is None else images
+    starts = range(0, stop, batch)
+    return [dataset.__getitems__(list(range(i, min(i + batch, stop)))) for i in starts]
 
 
 def _loader(
@@ -54,7 +57,7 @@ def _assert_same(got, want) -> None:
 
 def test_worker_batches_equal_in_process_batches_on_the_lfw_dev_pack():
     dataset, _ = rec_dataset(LFW_DEV)
-    want = [dataset.__getitems__(list(range(i, i + 64))) for i in range(0, 640, 64)]
+    want = _expected(dataset, 64, images=640)
     got = []
     for images, labels, keys in _loader(dataset, workers=2, batch=64):
         got.append((images, labels, keys))

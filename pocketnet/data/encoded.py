@@ -305,7 +305,7 @@ class EncodedImageDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # each image goes into the batch while it is still in cache, flipped on the way when
-        # chosen; inside a DataLoader worker the batch is made in shared memory (no copy to send)
+        # chosen (a worker's batch reaches the main process through SlotCollate's slots)
         batch = empty_batch((len(indices), *self.size, 3), torch.uint8)
         flips = (torch.rand(len(indices)) < 0.5).tolist() if self.flip else None
         targets: list[int] = []

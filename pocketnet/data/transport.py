@@ -15,6 +15,7 @@ inside the message.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 import weakref
@@ -156,7 +157,7 @@ def _receive(
         mapped = _RECEIVED[key] = _Mapped(token, flags)
     if storage is not None:
         mapped.arrays[slot] = storage.numpy()
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     array = mapped.arrays[slot][:nbytes]  # a view of its own: its death frees the slot
     weakref.finalize(array, _release, mapped.busy, slot)
     return torch.from_numpy(array).view(dtype).view(shape).permute(*inverse)
