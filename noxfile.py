@@ -37,7 +37,7 @@ def lint(session: nox.Session) -> None:
 def quickstart(session: nox.Session) -> None:
     """The main job: teacher, KD student and plain student on the synthetic faces; one table."""
     _install(session)
-    session.run("pocketnet", *session.posargs)
+    session.run("pocketnet", "experiment=quickstart", *session.posargs)
 
 
 @nox.session

@@ -86,7 +86,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = timm.create_model(args.model, input_size=args.size)
     if args.checkpoint:
-        model.load_state_dict(torch.load(args.checkpoint), strict=True)
+        model.load_state_dict(torch.load(args.checkpoint, weights_only=True), strict=True)
     else:
         calibrate_bn(model, args.size)
     model.eval()

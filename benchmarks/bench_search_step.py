@@ -2,9 +2,10 @@
 
 Three things on the same batches, measured in alternation over several rounds (median of the
 per-round ratios): the supernet + head forward and backward on a weight batch (the reference),
-a first-order search step and a second-order search step (the search module's own
-``search_step``: alpha step, then the SGD weight step). Targets: first order <= 2.5x the
-reference, second order <= 5x. The supernet is ``experiment=search_quick``'s unless given.
+a first-order search step and a second-order search step (the search module's own training
+step in a Lightning Trainer: alpha step, then the SGD weight step with gradient clipping).
+Targets: first order <= 2.5x the reference, second order <= 5x. The supernet is
+``experiment=search_quick``'s unless given.
 
     python benchmarks/bench_search_step.py [--steps 6] [--rounds 3] [--batch 64] [--C 8]
 """
@@ -17,41 +18,31 @@ import time
 
 import torch
 from omegaconf import OmegaConf
+from timing import BatchData, seconds_per_step
 
-from pocketnet.cli import CONF_DIR
-from pocketnet.config.checks import compose_config
-from pocketnet.config.schema import register_configs
+from pocketnet.config.store import register_configs
 from pocketnet.models.factory import head_from_config
+from pocketnet.runtime import compose
 from pocketnet.search.supernet import SuperNet
-from pocketnet.stages.optim import build_optimizer
 from pocketnet.stages.search import SearchModule
 
 WARMUP = 2
 
 
-def search_module(cfg, order: str, classes: int) -> tuple[SearchModule, list]:
+def search_module(cfg, order: str, classes: int) -> SearchModule:
     torch.manual_seed(0)
     net = SuperNet(**cfg.stage.supernet, input_size=cfg.data.resolution)
     head = head_from_config(cfg.head, cfg.stage.supernet.embedding_size, classes)
     stage = cfg.stage
     module = SearchModule(
-        net, head, stage.optimizer, stage.scheduler, stage.arch_optimizer, {}, order, 5.0
-    ).train()
-    w_opt = build_optimizer(module.weights(), stage.optimizer)
-    a = stage.arch_optimizer
-    a_opt = torch.optim.Adam(
-        net.alphas(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay
+        net, head, stage.optimizer, stage.scheduler, stage.arch_optimizer, {}, order
     )
-    return module, [w_opt, a_opt]
+    module.gradient_clip = (5.0, "norm")  # what the runner hands over from the trainer
+    return module
 
 
-def time_search(module: SearchModule, opts: list, batches: list) -> float:
-    start = 0.0
-    for i, batch in enumerate(batches):
-        if i == WARMUP:
-            start = time.perf_counter()
-        module.search_step(batch, *opts, lambda loss: loss.backward())
-    return (time.perf_counter() - start) / (len(batches) - WARMUP)
+def time_search(cfg, order: str, classes: int, batches: list) -> float:
+    return seconds_per_step(search_module(cfg, order, classes), BatchData(batches), WARMUP)
 
 
 def time_reference(module: SearchModule, batches: list) -> float:
@@ -76,7 +67,7 @@ def main() -> None:
     overrides = [f"experiment={args.experiment}"]
     if args.C is not None:
         overrides.append(f"stage.supernet.C={args.C}")
-    cfg = compose_config(CONF_DIR, overrides)
+    cfg = compose(overrides)
     res, classes = cfg.data.resolution, cfg.data.num_train_identities
     gen = torch.Generator().manual_seed(0)
 
@@ -85,13 +76,12 @@ def main() -> None:
         return images, torch.randint(0, classes, (args.batch,), generator=gen)
 
     batches = [{"weights": half(), "arch": half()} for _ in range(args.steps + WARMUP)]
-    first = search_module(cfg, "first", classes)
-    second = search_module(cfg, "second", classes)
+    reference = search_module(cfg, "first", classes).train()
     rounds = []
     for _ in range(args.rounds):
-        ref = time_reference(first[0], batches)
-        t1 = time_search(*first, batches)
-        t2 = time_search(*second, batches)
+        ref = time_reference(reference, batches)
+        t1 = time_search(cfg, "first", classes, batches)
+        t2 = time_search(cfg, "second", classes, batches)
         rounds.append((ref, t1, t2))
     med = [statistics.median(r[i] for r in rounds) for i in range(3)]
     r1 = statistics.median(t1 / ref for ref, t1, _ in rounds)

@@ -3,7 +3,8 @@
 Four steps on the same batches, measured in alternation over several rounds (median of the
 per-round ratios): a plain student step (margin loss only), an embedding-KD step reading the
 teacher cache, an embedding-KD step running the live teacher, and the teacher's forward pass
-alone. Each step is the student module's own loss code (``kd_terms``) with backward and SGD.
+alone. Each step is the student module's own loss code (its KD method's ``terms`` on the
+module's ``context``) with backward and SGD.
 Targets: cached KD <= 1.15x plain; live KD <= 1.10x (plain + teacher forward).
 
 Then one multi-step swap (load a bank checkpoint into the teacher) for an iresnet50-size teacher
@@ -25,16 +26,16 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from pocketnet.cli import CONF_DIR
-from pocketnet.config.checks import compose_config
-from pocketnet.config.schema import register_configs
+from pocketnet.config.store import register_configs
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.datasets import ArrayFaceDataset
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.distill.cache import TeacherCache
+from pocketnet.distill.methods import KD_METHODS, KDSetup
 from pocketnet.distill.teacher import FrozenTeacher, teacher_from_bank
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
 from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.runtime import compose
 from pocketnet.stages.optim import build_optimizer
 from pocketnet.stages.student import StudentModule
 
@@ -45,17 +46,13 @@ def student(cfg, teacher, kd: dict, cache=None) -> tuple[StudentModule, torch.op
     torch.manual_seed(0)
     res = cfg.data.resolution
     backbone = backbone_from_config(cfg.stage.student_backbone, res)
-    head = head_from_config(cfg.head, cfg.backbone.embedding_size, cfg.data.num_train_identities)
+    classes = cfg.data.num_train_identities
+    head = head_from_config(cfg.head, cfg.backbone.embedding_size, classes)
+    kd = OmegaConf.create(kd)
+    setup = KDSetup(kd, backbone, teacher, cfg.stage, classes, cfg.trainer.max_epochs)
+    method = KD_METHODS.get(kd.name)(setup)
     module = StudentModule(
-        backbone,
-        head,
-        cfg.stage.optimizer,
-        cfg.stage.scheduler,
-        {},
-        teacher,
-        OmegaConf.create(kd),
-        None,
-        cache,
+        backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, {}, teacher, method, cache
     )
     return module.train(), build_optimizer(module.parameters(), cfg.stage.optimizer)
 
@@ -65,7 +62,7 @@ def time_steps(module, opt, batches) -> float:
     for i, batch in enumerate(batches):
         if i == WARMUP:
             start = time.perf_counter()
-        terms = module.kd_terms(module.backbone(batch.student_images), batch)
+        terms = module.kd.terms(module.context(batch))
         loss = torch.stack(list(terms.values())).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +120,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
     register_configs()
-    cfg = compose_config(CONF_DIR, [])  # the quickstart's teacher and student
+    cfg = compose(["experiment=quickstart"])  # the quickstart's teacher and student
     res, classes = cfg.data.resolution, cfg.data.num_train_identities
     rng = np.random.default_rng(0)
     n = args.batch * (args.steps + WARMUP)

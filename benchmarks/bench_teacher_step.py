@@ -14,61 +14,24 @@ import argparse
 import statistics
 import time
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from timing import WARMUP, BatchData, seconds_per_step
 
-from pocketnet.cli import CONF_DIR
-from pocketnet.config.checks import compose_config
-from pocketnet.config.schema import register_configs
+from pocketnet.config.store import register_configs
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.runtime import compose
 from pocketnet.stages.optim import build_optimizer, lr_factor_fn
 from pocketnet.stages.teacher import TeacherModule
 
-WARMUP = 5
 
-
-class StepTimer(L.Callback):
-    def __init__(self) -> None:
-        self.start = self.end = 0.0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if batch_idx == WARMUP:
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
-
-
-class Batches:
-    """The pre-made batches as one iterable (a bare list would mean several dataloaders)."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
-
-
-class BatchData(L.LightningDataModule):
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-        self.transform = FaceBatchTransform("rgb")
-
-    def train_dataloader(self):
-        return Batches(self.batches)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx):
-        x = self.transform(batch[0])
-        return FaceBatch(x, batch[1], torch.zeros_like(batch[1]), x)
-
+def face_batch(batch):
+    """uint8 images and labels -> the FaceBatch a teacher step takes."""
+    x = FaceBatchTransform("rgb")(batch[0])
+    return FaceBatch(x, batch[1], torch.zeros_like(batch[1]), x)
 
 def build(cfg, num_classes: int):
     torch.manual_seed(0)
@@ -106,21 +69,7 @@ def plain_loop(cfg, batches, num_classes: int) -> float:
 def lightning_loop(cfg, batches, num_classes: int) -> float:
     backbone, head = build(cfg, num_classes)
     module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, {})
-    timer = StepTimer()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        gradient_clip_val=5.0,
-        callbacks=[timer],
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=BatchData(batches))
-    return (timer.end - timer.start) / (len(batches) - WARMUP)
+    return seconds_per_step(module, BatchData(batches, face_batch), gradient_clip_val=5.0)
 
 
 def main() -> None:
@@ -130,7 +79,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
     register_configs()
-    cfg = compose_config(CONF_DIR, [])
+    cfg = compose(["experiment=quickstart"])
     num_classes = cfg.data.num_train_identities
     res = cfg.data.resolution
     g = torch.Generator().manual_seed(0)

@@ -26,6 +26,8 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markdown import Markdown
 
+from pocketnet.results import PipelineResult, load_results
+
 __all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
 
 RESULTS, PRACTICAL = "results.json", "practical.json"
@@ -108,15 +110,16 @@ def _load_run(root: Path, folder: Path) -> Run | str:
     if not results.is_file():
         return f"{folder}: no {RESULTS} (failed or still running); left out"
     try:
-        data = json.loads(results.read_text())
+        result = load_results(results)
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except (ValueError, TypeError, yaml.YAMLError) as err:
         return f"{folder}: unreadable ({err}); left out"
-    if "runs" in data:
+    if isinstance(result, PipelineResult):
         return f"{folder}: a pipeline run ({RESULTS} lists 'runs'), not a stage run; left out"
-    metrics = {k: v for k, v in data.items() if _number(v) and k not in DESCRIPTIVE}
-    info = {k: v for k, v in data.items() if k not in metrics and k != "metrics"}
-    metrics.update({k: v for k, v in data.get("metrics", {}).items() if _number(v)})
+    row = result.row()
+    metrics = {k: v for k, v in row.items() if _number(v) and k not in DESCRIPTIVE}
+    info = {k: v for k, v in row.items() if k not in metrics}
+    metrics.update(result.metrics)
     if (folder / PRACTICAL).is_file():
         practical = json.loads((folder / PRACTICAL).read_text())
         metrics.update({k: v for k, v in practical.items() if _number(v) and k not in DESCRIPTIVE})

@@ -9,9 +9,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from pocketnet.cli import CONF_DIR
-from pocketnet.config.checks import compose_config
-from pocketnet.config.schema import register_configs
+from pocketnet import runtime
+from pocketnet.config.store import register_configs
+from pocketnet.runtime import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -23,10 +23,15 @@ LFW_DEV = SHARED / "data" / "lfw-dev"
 
 
 def compose_run(
-    tmp_path: Path, overrides: list[str], config_name: str = "config", out: str = "run"
+    tmp_path: Path,
+    overrides: list[str],
+    config_name: str = "config",
+    out: str = "run",
+    cache: Path | None = None,
 ) -> DictConfig:
     """The config a ``pocketnet`` job (``pocketnet-eval``: ``config_name="eval"``, ...) would
-    get, with its run folder ``tmp_path / out``."""
+    get, with its run folder ``tmp_path / out`` and its caches in ``cache`` (default
+    ``tmp_path / "cache"``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -36,7 +41,7 @@ def compose_run(
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / out)
-        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.paths.cache_dir = str(cache or tmp_path / "cache")
         cfg.paths.log_dir = str(tmp_path / "logs")
         del cfg.hydra
     return cfg
@@ -45,6 +50,6 @@ def compose_run(
 @pytest.fixture
 def compose():
     def _compose(overrides: list[str]) -> DictConfig:
-        return compose_config(CONF_DIR, overrides)
+        return runtime.compose(overrides)
 
     return _compose

@@ -19,7 +19,7 @@ def test_resnet18_face_adaptation_gives_a_7x7_map_at_112():
 
 
 def test_quickstart_backbone_size_is_pinned(compose):
-    cfg = compose([])
+    cfg = compose(["experiment=quickstart"])
     model = backbone_from_config(cfg.backbone, cfg.data.resolution)
     model.eval()
     assert model(torch.zeros(2, 3, 48, 48)).shape == (2, 128)

@@ -5,15 +5,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from pocketnet.cli import CONF_DIR
 from pocketnet.config.checks import ConfigError, check_overrides
+from pocketnet.runtime import CONF_DIR
 
 GROUPS = sorted(
     p.name
     for p in Path(CONF_DIR).iterdir()
     if p.is_dir() and p.name not in ("experiment", "debug", "hydra")
 )
+# groups chosen inside a stage's config, overridden at their package
+MOUNTED = {"optimizer": "stage.optimizer", "scheduler": "stage.scheduler"}
 
 
 def _options(group: str) -> list[str]:
@@ -22,9 +25,12 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(compose, group, option):
-    cfg = compose([f"{group}={option}"])
-    assert cfg.stage.name == (option if group == "stage" else "pipeline")
-    assert cfg.data.resolution > 0
+    key = f"{group}@{MOUNTED[group]}" if group in MOUNTED else group
+    cfg = compose([f"{key}={option}"])
+    node = OmegaConf.select(cfg, MOUNTED.get(group, group))
+    if group in ("stage", "kd", "head", "resolution", "optimizer", "scheduler"):
+        assert node.name == option  # each option names itself
+    assert cfg.stage.name == (option if group == "stage" else "teacher")
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))
@@ -33,8 +39,19 @@ def test_every_experiment_composes(compose, experiment):
     assert experiment in cfg.tags
 
 
-def test_default_is_the_quickstart_pipeline(compose):
-    cfg = compose([])
+def test_defaults_are_neutral(compose):
+    cfg = compose(["data=rec", "data.root=/data/ms1mv2", "backbone=iresnet100", "trainer=gpu"])
+    assert (cfg.stage.name, cfg.kd.name, cfg.tags) == ("teacher", "none", [])
+    assert (cfg.data.resolution, cfg.trainer.max_epochs, cfg.backbone.name) == (
+        112,
+        20,
+        "iresnet100",
+    )
+    assert cfg.stage.optimizer.lr == 0.1 and cfg.stage.scheduler.warmup_epochs == 0.0
+
+
+def test_the_quickstart_preset_is_the_pipeline(compose):
+    cfg = compose(["experiment=quickstart"])
     assert cfg.tags == ["quickstart"]
     assert (cfg.data.name, cfg.data.resolution, cfg.backbone.name) == ("synthetic", 48, "resnet18")
     assert cfg.head.m2 == 0.5 and cfg.head.s == 64.0
@@ -45,9 +62,11 @@ def test_default_is_the_quickstart_pipeline(compose):
 
 
 def test_group_overrides_reach_the_pipeline_student(compose):
-    cfg = compose(["backbone@stage.student_backbone=mobilefacenet", "resolution=r32"])
+    cfg = compose(
+        ["stage=pipeline", "backbone@stage.student_backbone=mobilefacenet", "resolution=r32"]
+    )
     assert cfg.stage.student_backbone.name == "mobilefacenet"
-    assert cfg.stage.student_backbone.embedding_size == 128  # follows the teacher's
+    assert cfg.stage.student_backbone.embedding_size == cfg.backbone.embedding_size == 512
     assert cfg.resolution.student == 32
 
 
@@ -73,7 +92,9 @@ def test_debug_preset_shrinks_the_run(compose):
         ("head=arcfce", ["'arcfce'", "cosface", "softmax"]),
         ("trainer.max_epochs=abc", ["'trainer.max_epochs'", "'abc'", "Integer"]),
         ("data.color=grey", ["'data.color'", "rgb, bgr"]),
-        ("stage.optimizer.name=adam", ["sgd, adamw"]),
+        ("optimizer@stage.optimizer=adam", ["'adam'", "'optimizer'", "adamw, sgd"]),
+        ("stage.optimizer.betas=[0.9,0.99]", ["'stage.optimizer.betas'", "momentum"]),
+        ("data=rec", ["'data.root' needs a value"]),
         ("kd=embeding", ["'embeding'", "multi_step", "Did you mean 'embedding'"]),
         ("kd.loss=hinge", ["'kd.loss'"]),
         ("resolution=r40", ["'r40'", "r48"]),
@@ -81,15 +102,15 @@ def test_debug_preset_shrinks_the_run(compose):
 )
 def test_config_mistakes_name_the_key_and_what_is_valid(override, expected):
     with pytest.raises(ConfigError) as err:
-        check_overrides(CONF_DIR, [override])
+        check_overrides([override])
     for text in expected:
         assert text in str(err.value)
 
 
 def test_sweeps_are_checked_on_their_first_value():
-    check_overrides(CONF_DIR, ["head=arcface,cosface", "trainer.max_epochs=1,2"])
+    check_overrides(["head=arcface,cosface", "trainer.max_epochs=1,2"])
     with pytest.raises(ConfigError, match="max_epoch'"):
-        check_overrides(CONF_DIR, ["trainer.max_epoch=1,2"])
+        check_overrides(["trainer.max_epoch=1,2"])
 
 
 def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
@@ -104,3 +125,28 @@ def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert "unknown config key 'trainer.max_epoch'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    "args,quickstart",
+    [
+        ([], True),
+        (["--cfg", "job"], True),
+        (
+            ["stage=teacher", "data=rec", "data.root=X", "backbone=iresnet100", "--cfg", "job"],
+            False,
+        ),
+    ],
+)
+def test_bare_pocketnet_is_the_quickstart_and_any_override_is_neutral(
+    monkeypatch, capsys, args, quickstart
+):
+    from pocketnet import cli
+
+    monkeypatch.setattr(sys, "argv", ["pocketnet", *args])
+    launched = []
+    monkeypatch.setattr(cli, "_launch", lambda name, job: launched.append(sys.argv[1:]))
+    cli.main()
+    assert launched == [[*args, "experiment=quickstart"] if quickstart else args]
+    notice = capsys.readouterr().err
+    assert ("running the quickstart (experiment=quickstart)" in notice) == quickstart

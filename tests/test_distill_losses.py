@@ -1,19 +1,25 @@
-"""KD loss terms against hand-computed values; discriminators; feature hooks by module path."""
+"""KD loss terms against hand-computed values; discriminators; feature hooks by module path;
+the KD registry."""
 
 import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pocketnet.distill.hooks import FeatureHook
-from pocketnet.distill.losses import (
+from pocketnet.distill.methods import KD_METHODS, KDContext, KDSetup
+from pocketnet.distill.methods.adversarial import (
     EmbeddingDiscriminator,
     FeatureMapDiscriminator,
     adversarial_loss,
-    embedding_kd,
-    soft_target_kd,
 )
+from pocketnet.distill.methods.embedding import embedding_kd
+from pocketnet.distill.methods.rkd import RKD, pairwise_distances, rkd_angle, rkd_distance
+from pocketnet.distill.methods.soft_target import soft_target_kd
+from pocketnet.distill.teacher import FrozenTeacher
 from pocketnet.models.factory import backbone_from_config
+from pocketnet.runtime import CONF_DIR
 
 
 def test_embedding_kd_is_weighted_mse_of_normalised_embeddings():
@@ -80,8 +86,62 @@ def test_feature_hook_by_tap_name_or_module_path():
     assert a.shape == (2, 64, 4, 4) and torch.equal(a, b)
     with pytest.raises(RuntimeError, match="run a forward pass"):
         by_tap.pop()
-    by_tap.remove()
-    model(torch.randn(2, 3, 32, 32))
-    assert by_tap.output is None and by_path.output is not None
     with pytest.raises(ValueError, match=r"kd.features.student='stage9'.*stage1"):
         FeatureHook(model, "stage9")
+
+
+# Three points whose distances are 3, 4, 5 (teacher) and 1, 1, sqrt(2) (student).
+TEACHER = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]], dtype=torch.float64)
+STUDENT = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+
+
+def _huber(x: float) -> float:
+    return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5
+
+
+def test_rkd_distance_term_by_hand():
+    # each model's distances over their mean over the 6 ordered pairs: teacher 3, 4, 5 / 4;
+    # student 1, 1, sqrt(2) / ((2 + sqrt(2)) / 3); Huber over all 9 entries (diagonal 0 - 0)
+    mean_s = (2 + math.sqrt(2)) / 3
+    diffs = [1 / mean_s - 3 / 4, 1 / mean_s - 4 / 4, math.sqrt(2) / mean_s - 5 / 4]
+    expected = 2 * sum(_huber(d) for d in diffs) / 9
+    assert rkd_distance(STUDENT, TEACHER).item() == pytest.approx(expected, rel=1e-6)
+    assert rkd_distance(5 * STUDENT, TEACHER).item() == pytest.approx(expected, rel=1e-6)
+    assert rkd_distance(TEACHER, TEACHER).item() == pytest.approx(0.0, abs=1e-12)
+    d = pairwise_distances(TEACHER)
+    assert d.diagonal().abs().max() == 0 and d[1, 2].item() == pytest.approx(5.0)
+
+
+def test_rkd_angle_term_by_hand():
+    # cosines at each anchor between the other two: teacher 0 (at 0), 9/15 (at 1), 16/20 (at 2);
+    # student 0, 1/sqrt(2), 1/sqrt(2); each appears twice among the 27 entries, the rest agree
+    diffs = [0.0, 1 / math.sqrt(2) - 0.6, 1 / math.sqrt(2) - 0.8]
+    expected = 2 * sum(_huber(d) for d in diffs) / 27
+    assert rkd_angle(STUDENT, TEACHER).item() == pytest.approx(expected, rel=1e-6)
+    assert rkd_angle(3 * STUDENT + 1, TEACHER).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_rkd_terms_are_weighted_and_differentiable_with_repeated_samples():
+    cfg = OmegaConf.create(
+        {"name": "rkd", "distance_weight": 25.0, "angle_weight": 50.0, "normalize": False}
+    )
+    teacher = FrozenTeacher(torch.nn.Linear(2, 2), None, 32, "teacher.pth")
+    method = RKD(KDSetup(cfg, None, teacher, None, num_classes=3, max_epochs=1))
+    student = torch.cat([STUDENT, STUDENT[:1]]).float().requires_grad_()  # a repeated sample
+    ctx = KDContext(None, student, torch.tensor(1.5), None, None)
+    ctx.memo["teacher"] = torch.cat([TEACHER, TEACHER[:1]]).float()
+    terms = method.terms(ctx)
+    assert set(terms) == {"loss_margin", "loss_rkd_distance", "loss_rkd_angle"}
+    assert terms["loss_margin"].item() == 1.5
+    expected = rkd_distance(student, ctx.memo["teacher"]).item()
+    assert terms["loss_rkd_distance"].item() == pytest.approx(25 * expected, rel=1e-6)
+    sum(terms.values()).backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_every_kd_yaml_is_a_registered_method_and_back():
+    yamls = sorted(p.stem for p in (CONF_DIR / "kd").glob("*.yaml"))
+    assert yamls == KD_METHODS.names()
+    assert {"none", "embedding", "multi_step", "soft_target", "adversarial", "rkd"} <= set(yamls)
+    with pytest.raises(ValueError, match=r"kd.name='hinton' is not known; valid: adversarial"):
+        KD_METHODS.get("hinton")

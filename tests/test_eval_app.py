@@ -13,7 +13,8 @@ import torch
 from pocketnet.data.cli import main as data_main
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
-from pocketnet.run import SetupError, run
+from pocketnet.run import run
+from pocketnet.runtime import SetupError
 from tests.conftest import LFW_DEV, compose_run
 
 TEACHER = [

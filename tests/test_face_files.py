@@ -26,10 +26,17 @@ from pocketnet.data.folders import folder_dataset
 from pocketnet.data.pairs import read_pairs, stratified_order
 from pocketnet.data.sources import bin_verification_set, pairs_verification_set
 from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
-from pocketnet.run import SetupError, run
+from pocketnet.run import run
+from pocketnet.runtime import SetupError
 from tests.conftest import LFW_DEV, compose_run
 
-FAST = ["stage=teacher", "debug=fast", "print_config=false", "callbacks.progress.rich=false"]
+FAST = [
+    "stage=teacher",
+    "backbone=resnet18_narrow",
+    "debug=fast",
+    "print_config=false",
+    "callbacks.progress.rich=false",
+]
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +187,9 @@ def test_folder_run_on_identity_folders(tmp_path):
         "trainer.max_epochs=1",
     ]
     cfg = compose_run(tmp_path, overrides)
-    run(cfg)
-    m = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
-    assert 0.0 < m["val/pairsDevTest/acc"] <= 1.0
+    result = run(cfg)
+    assert list(result.sets) == ["pairsDevTest"]  # validated on the pair list
+    assert result.metrics["val/pairsDevTest/acc"] == result.sets["pairsDevTest"]["acc"]
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pocketnet.models import timm_models
+from pocketnet.models.base import final_map_size
 from pocketnet.models.heads import MarginHead
-from pocketnet.models.iresnet import final_map_size
 from tests.conftest import SHARED
 
 LAYOUTS = SHARED / "spec" / "state_dicts"

@@ -16,5 +16,5 @@ def test_lfw_dev_teacher_beats_raw_pixels_after_six_epochs(tmp_path):
         "callbacks.progress.rich=false",
     ]
     row = run(compose_run(tmp_path, overrides))
-    assert row["lfw_dev_test acc"] == row["lfw_dev_pairs acc"]
-    assert row["lfw_dev_test acc"] >= 0.75
+    assert row.sets["lfw_dev_test"]["acc"] == row.sets["lfw_dev_pairs"]["acc"]
+    assert row.sets["lfw_dev_test"]["acc"] >= 0.75

@@ -1,32 +1,76 @@
-"""The main job as a pipeline: teacher -> student by multi-step KD -> student alone, one table."""
+"""The pipeline: teacher -> student by multi-step KD -> student alone, one table, each sub-run a
+typed stage config of its own."""
 
 import json
 from pathlib import Path
 
+import pytest
+from omegaconf import OmegaConf
+
+from pocketnet.config.schema import StudentStageConfig, TeacherStageConfig
+from pocketnet.results import load_results
 from pocketnet.run import run
+from pocketnet.runtime import SetupError
+from pocketnet.stages.pipeline import pipeline_configs
 from tests.conftest import compose_run
 
 FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+PIPELINE = [*FAST, "stage=pipeline", "kd=multi_step", "backbone=resnet18_narrow"]
 
 
 def test_pipeline_trains_a_teacher_then_two_students_and_prints_one_table(tmp_path, capsys):
-    cfg = compose_run(tmp_path, FAST)
+    cfg = compose_run(tmp_path, PIPELINE)
     summary = run(cfg)
     out = Path(cfg.paths.output_dir)
-    teacher, kd, plain = summary["runs"]
-    assert [r["model"] for r in summary["runs"]] == [
-        "teacher (resnet18)",
-        "student_multi_step (resnet18)",
-        "student (resnet18)",
-    ]
-    assert (teacher["stage"], kd["kd"], plain["kd"]) == ("teacher", "multi_step", "none")
-    assert kd["params"] == plain["params"] < teacher["params"] / 3
-    assert kd["MFLOPs"] < teacher["MFLOPs"] and kd["CPU ms"] > 0
-    assert Path(kd["teacher"]).parent == out / "teacher" / "teacher_bank"
-    assert kd["teacher checkpoints"] == 2  # epochs 1 and 2 of the teacher
-    assert summary["best acc"] == kd["best acc"]
-    for name in ("teacher", "student_multi_step", "student"):
-        assert json.loads((out / name / "results.json").read_text())["best acc"] >= 0
-    assert json.loads((out / "results.json").read_text())["runs"][1]["kd"] == "multi_step"
+    assert list(summary.runs) == ["teacher", "student_multi_step", "student"]
+    teacher, kd, plain = summary.runs.values()
+    assert (teacher.stage, kd.about["kd"], plain.about["kd"]) == ("teacher", "multi_step", "none")
+    assert kd.params == plain.params < teacher.params / 3
+    assert kd.mflops < teacher.mflops
+    assert Path(kd.about["teacher"]).parent == out / "teacher" / "teacher_bank"
+    assert kd.about["teacher checkpoints"] == 2  # epochs 1 and 2 of the teacher
+    assert summary.best_acc == kd.best_acc
+    for name, result in summary.runs.items():  # each sub-run's own results.json, read back
+        assert load_results(out / name / "results.json") == result
+        assert (out / name / "checkpoints" / "last.ckpt").is_file()  # in its own folder
+    assert not (out / "checkpoints").exists()
+    assert load_results(out / "results.json") == summary
+    assert json.loads((out / "results.json").read_text())["kd_run"] == "student_multi_step"
     table = capsys.readouterr().out
-    assert "teacher -> student by kd=multi_step vs" in table and "CPU ms" in table
+    assert "teacher -> student by kd=multi_step vs" in table
+    assert "student_multi_step" in table and "(resnet18_tiny)" in table  # the option's name
+    assert "synthetic auc" in table
+
+
+def test_sub_runs_are_typed_stage_configs_that_share_the_pipeline_settings(tmp_path):
+    cfg = compose_run(
+        tmp_path, [*PIPELINE, "stage.optimizer.lr=0.05", "stage.bank.fractions=[0.5]"]
+    )
+    subs = pipeline_configs(cfg)
+    teacher, kd, plain = subs.values()
+    assert OmegaConf.get_type(teacher.stage) is TeacherStageConfig
+    assert OmegaConf.get_type(kd.stage) is StudentStageConfig
+    assert {s.stage.optimizer.lr for s in subs.values()} == {0.05}
+    assert teacher.stage.bank.fractions == [0.5]
+    assert (
+        teacher.stage.bank.dir
+        == kd.stage.teacher.bank
+        == str(Path(cfg.paths.output_dir) / "teacher" / "teacher_bank")
+    )
+    assert (teacher.kd.name, kd.kd.name, plain.kd.name) == ("none", "multi_step", "none")
+    assert kd.backbone == plain.backbone and kd.backbone.name == "resnet18"
+    assert kd.backbone.timm_kwargs.channels == [16, 32, 64, 128]  # resnet18_tiny
+    assert kd.backbone.embedding_size == cfg.backbone.embedding_size
+    assert plain.stage.teacher.bank is None
+    for name, sub in subs.items():  # what refers to the run folder follows the sub-run's
+        assert sub.callbacks.checkpoint.dirpath == str(Path(sub.paths.output_dir) / "checkpoints")
+        assert Path(sub.paths.output_dir).name == name
+    with pytest.raises(Exception, match="lrr"):  # typed: a misspelt key cannot get in
+        kd.stage.optimizer.lrr = 1.0
+    assert cfg.paths.output_dir not in (s.paths.output_dir for s in subs.values())
+    assert cfg.stage.bank.dir != teacher.stage.bank.dir  # the pipeline's own config unchanged
+
+
+def test_the_pipeline_needs_a_kd_method(tmp_path):
+    with pytest.raises(SetupError, match=r"kd=multi_step.*adversarial"):
+        run(compose_run(tmp_path, [*FAST, "stage=pipeline"]))

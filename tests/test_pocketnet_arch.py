@@ -11,9 +11,10 @@ from torch import nn
 
 import pocketnet  # noqa: F401  (registers the timm names)
 from pocketnet.evaluation.flops import count_flops_detailed
+from pocketnet.models.base import final_map_size
 from pocketnet.models.pocketnet import Genotype, PocketNet, build_pocketnet, load_genotype
 from pocketnet.models.pocketnet.genotype import parse_genotype
-from pocketnet.models.pocketnet.network import final_map_size, reduction_cells
+from pocketnet.models.pocketnet.network import reduction_cells
 from pocketnet.models.pocketnet.ops import FactorizedReduce, make_op
 
 STATE_DICTS = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "state_dicts"

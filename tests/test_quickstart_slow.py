@@ -11,12 +11,12 @@ from tests.conftest import compose_run
 
 @pytest.mark.slow
 def test_quickstart_pipeline_within_10_minutes(tmp_path):
-    cfg = compose_run(tmp_path, ["print_config=false", "logger=csv"])
+    cfg = compose_run(tmp_path, ["experiment=quickstart", "print_config=false", "logger=csv"])
     start = time.perf_counter()
     summary = run(cfg)
     minutes = (time.perf_counter() - start) / 60
-    teacher, kd, plain = summary["runs"]
-    assert teacher["synthetic acc"] >= 0.95
-    assert kd["synthetic acc"] >= 0.93 and plain["synthetic acc"] >= 0.93
-    assert kd["params"] < teacher["params"] / 3
+    teacher, kd, plain = summary.runs.values()
+    assert teacher.sets["synthetic"]["acc"] >= 0.95
+    assert kd.sets["synthetic"]["acc"] >= 0.93 and plain.sets["synthetic"]["acc"] >= 0.93
+    assert kd.params < teacher.params / 3
     assert minutes <= 10.0

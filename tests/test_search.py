@@ -12,8 +12,10 @@ import wandb
 from pocketnet.evaluation.checkpoints import load_model
 from pocketnet.models.factory import backbone_from_config
 from pocketnet.models.pocketnet.genotype import load_genotype, parse_genotype
+from pocketnet.models.pocketnet.network import PocketNet
 from pocketnet.models.pocketnet.ops import PRIMITIVES, make_op
-from pocketnet.run import SetupError, run
+from pocketnet.run import run
+from pocketnet.runtime import SetupError
 from pocketnet.search.architect import alpha_gradients, kept_buffers
 from pocketnet.search.data import identity_split
 from pocketnet.search.supernet import MixedOp, SuperNet, derive_gene
@@ -196,7 +198,7 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
     history = json.loads((out / "search" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]
     best = max(history, key=lambda h: (h["val/top1"], -h["epoch"]))
-    assert row["best epoch"] == best["epoch"] and row["best top1"] == best["val/top1"]
+    assert row.about["best epoch"] == best["epoch"] and row.about["best top1"] == best["val/top1"]
     assert (out / "genotype.txt").read_text().strip() == best["genotype"]
     genotype = load_genotype(out / "genotype.yaml")
     assert genotype == parse_genotype(best["genotype"])
@@ -206,7 +208,9 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
     alphas = np.load(out / "search" / "epoch_001" / "alphas.npz")
     assert sorted(alphas) == [f"{k}_{i}" for k in ("normal", "reduce") for i in range(4)]
     assert not np.allclose(alphas["normal_0"], 1 / 8, atol=1e-4)  # the alphas were trained
-    assert row["derived params"] > 0 and row["genotype"] == str(out / "genotype.yaml")
+    derived = PocketNet(4, 3, 128, genotype, 32)  # stage.derived at the data's resolution
+    assert row.about["derived params"] == sum(p.numel() for p in derived.parameters())
+    assert row.about["genotype"] == str(out / "genotype.yaml")
 
     teacher = compose_run(
         tmp_path / "train",
@@ -225,7 +229,7 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
         ],
     )
     trained = run(teacher)
-    assert np.isfinite(trained["synthetic acc"])
+    assert np.isfinite(trained.sets["synthetic"]["acc"])
     net = backbone_from_config(teacher.backbone, 32)
     assert net.genotype == genotype
 

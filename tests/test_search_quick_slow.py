@@ -21,7 +21,7 @@ def test_search_quick_within_10_minutes(tmp_path):
     row = run(cfg)
     minutes = (time.perf_counter() - start) / 60
     assert minutes <= 10.0
-    assert row["best top1"] >= 0.3  # 100 identities: chance is 0.01
+    assert row.about["best top1"] >= 0.3  # 100 identities: chance is 0.01
     genotype = load_genotype(Path(cfg.paths.output_dir) / "genotype.yaml")
     net = PocketNet(C=8, n_cells=5, genotype=genotype, input_size=32).eval()
     with torch.no_grad():

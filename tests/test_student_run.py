@@ -10,10 +10,14 @@ import torch
 
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.distill.teacher_bank import TeacherBank
-from pocketnet.run import SetupError, _setup, run
+from pocketnet.run import run
+from pocketnet.runtime import SetupError
+from pocketnet.stages.stage import STAGES
+from pocketnet.stages.training import setup_run
 from tests.conftest import compose_run
 
 FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+TEACHER = [*FAST, "stage=teacher", "backbone=resnet18_narrow"]
 STUDENT = [*FAST, "stage=student", "backbone=resnet18_tiny", "backbone.embedding_size=32"]
 
 
@@ -21,13 +25,19 @@ STUDENT = [*FAST, "stage=student", "backbone=resnet18_tiny", "backbone.embedding
 def bank(tmp_path_factory) -> Path:
     """A teacher run of 2 epochs: its bank holds the checkpoints of epochs 1 and 2."""
     tmp = tmp_path_factory.mktemp("teacher")
-    cfg = compose_run(tmp, [*FAST, "stage=teacher"])
+    cfg = compose_run(tmp, TEACHER)
     run(cfg)
     return Path(cfg.stage.bank.dir)
 
 
 def _student(tmp_path: Path, bank: Path, *overrides: str):
     return compose_run(tmp_path, [*STUDENT, f"stage.teacher.bank={bank}", *overrides])
+
+
+def _setup(cfg, out: Path):
+    """The stage run of ``cfg`` ready to train: trainer, module, data module, profile."""
+    ready = setup_run(STAGES.get(cfg.stage.name)(), cfg, out)
+    return ready.trainer, ready.parts.module, ready.parts.datamodule, ready.result
 
 
 def _csv_keys(run_dir: Path) -> set[str]:
@@ -61,32 +71,6 @@ def _fit_with_spy(cfg, ckpt_path=None):
     return trainer, module, spy
 
 
-@pytest.mark.parametrize(
-    "kd,terms",
-    [
-        ("none", {"train/loss_margin"}),
-        ("embedding", {"train/loss_margin", "train/loss_kd"}),
-        ("soft_target", {"train/loss_margin", "train/loss_kd"}),
-        ("adversarial", {"train/loss_margin", "train/loss_adv", "train/loss_disc"}),
-        ("multi_step", {"train/loss_margin", "train/loss_kd"}),
-    ],
-)
-def test_a_student_run_per_kd_type_logs_each_term_and_saves_no_teacher(tmp_path, bank, kd, terms):
-    cfg = _student(tmp_path, bank, f"kd={kd}")
-    row = run(cfg)
-    out = Path(cfg.paths.output_dir)
-    assert row["kd"] == kd and 0.0 <= row["best acc"] <= 1.0
-    assert json.loads((out / "results.json").read_text())["stage"] == "student"
-    logged = _csv_keys(out)
-    assert terms | {"train/loss"} <= logged
-    others = {"train/loss_kd", "train/loss_adv", "train/loss_disc"} - terms
-    assert not others & logged
-    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
-    assert not [k for k in ckpt["state_dict"] if k.startswith("teacher")]
-    assert Path(ckpt["teacher"]["source"]).parent == bank
-    assert ckpt["teacher"]["step"] == 6  # the last teacher checkpoint: epoch 2, step 6
-
-
 def test_teacher_stays_frozen_outside_the_optimizer(tmp_path, bank):
     cfg = _student(tmp_path, bank, "kd=embedding")
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
@@ -108,13 +92,13 @@ def test_teacher_stays_frozen_outside_the_optimizer(tmp_path, bank):
 def test_adversarial_training_updates_both_players(tmp_path, bank):
     cfg = _student(tmp_path, bank, "kd=adversarial", "kd.loss=least_squares")
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
-    assert trainer.gradient_clip_val is None and module.clip_val == 5.0
-    d_before = [p.clone() for p in module.discriminator.parameters()]
+    assert trainer.gradient_clip_val is None and module.gradient_clip == (5.0, "norm")
+    d_before = [p.clone() for p in module.kd.discriminator.parameters()]
     s_before = [p.clone() for p in module.backbone.parameters()]
     trainer.fit(module, datamodule=dm)
     assert all(
         not torch.equal(a, b)
-        for a, b in zip(d_before, module.discriminator.parameters(), strict=True)
+        for a, b in zip(d_before, module.kd.discriminator.parameters(), strict=True)
     )
     assert any(
         not torch.equal(a, b) for a, b in zip(s_before, module.backbone.parameters(), strict=True)
@@ -128,12 +112,12 @@ def test_adversarial_kd_on_feature_maps_by_tap_name(tmp_path, bank):
     maps = ["kd=adversarial", "kd.features.student=stage4", "kd.features.teacher=stage3"]
     cfg = _student(tmp_path / "a", bank, *maps)
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
-    assert module.discriminator.convs[0].in_channels == 128
-    d_before = [p.clone() for p in module.discriminator.parameters()]
+    assert module.kd.discriminator.convs[0].in_channels == 128
+    d_before = [p.clone() for p in module.kd.discriminator.parameters()]
     trainer.fit(module, datamodule=dm)
     assert all(
         not torch.equal(a, b)
-        for a, b in zip(d_before, module.discriminator.parameters(), strict=True)
+        for a, b in zip(d_before, module.kd.discriminator.parameters(), strict=True)
     )
     with pytest.raises(
         SetupError, match=r"student's stage3 has 64 channels, the teacher's stage3 128"
@@ -187,7 +171,7 @@ def test_multi_step_by_fraction(tmp_path, bank):
 def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank):
     cfg = _student(tmp_path, bank, "kd=embedding", "kd.cache=true", "data.flip=true")
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
-    module._activate_cache()
+    module.activate_cache()
     path = module.cache.path
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert module.cache.table.shape == (len(dm.train_set), 2, 32)
@@ -195,26 +179,24 @@ def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank)
     assert 0 < int((keys % 2).sum()) < 16  # both flips present
     x = dm.transform(images)
     batch = FaceBatch(x, labels, keys, x)
-    f_s = module.backbone(x)
-    cached = module.kd_terms(f_s, batch)["loss_kd"]
+    module.eval()  # the same student output twice
+    cached = module.kd.terms(module.context(batch))["loss_kd"]
     cache, module.cache = module.cache, None
-    live = module.kd_terms(f_s, batch)["loss_kd"]
+    live = module.kd.terms(module.context(batch))["loss_kd"]
     assert cached.item() == pytest.approx(live.item(), rel=1e-5, abs=1e-7)
     assert torch.allclose(cache.lookup(keys), module.teacher(x), atol=1e-5)
     # a second student run over the same teacher and data reuses the table
     assert cache.activate(module.teacher, dm.ordered_train_loader, dm.transform) is False
     other = _student(tmp_path / "r", bank, "kd=embedding", "kd.cache=true", "data.seed=3")
     _, module2, _, _ = _setup(other, Path(other.paths.output_dir))
-    module2._activate_cache()
+    module2.activate_cache()
     assert module2.cache.path != path  # other data: another table
 
 
 @pytest.fixture(scope="module")
 def bank48(tmp_path_factory) -> Path:
     """A teacher trained at 48 px (the high-resolution side of cross-resolution runs)."""
-    tcfg = compose_run(
-        tmp_path_factory.mktemp("t48"), [*FAST, "stage=teacher", "data.resolution=48"]
-    )
+    tcfg = compose_run(tmp_path_factory.mktemp("t48"), [*TEACHER, "data.resolution=48"])
     run(tcfg)
     return Path(tcfg.stage.bank.dir)
 
@@ -233,6 +215,7 @@ def test_knowledge_transfer_copies_the_teacher_except_size_dependent_keys(tmp_pa
         [
             *FAST,
             "stage=student",
+            "backbone=resnet18_narrow",
             "data.resolution=48",
             "resolution=r32",
             f"stage.teacher.bank={bank48}",
@@ -253,7 +236,7 @@ def test_embedding_size_mismatch_needs_a_projection(tmp_path, bank):
         tmp_path / "b", bank, "kd=embedding", "backbone.embedding_size=16", "kd.projection=true"
     )
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
-    assert module.projection.weight.shape == (32, 16)
+    assert module.kd.projection.weight.shape == (32, 16)
     trainer.fit(module, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["train/loss_kd"])
 

@@ -12,15 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from pocketnet.data.encoded import decode_rgb
-from pocketnet.evaluation.templates import (
+from pocketnet.data.templates import (
     TemplateSet,
-    evaluate_templates,
     read_template_set,
+    write_lfw_template_set,
+    write_template_set,
+)
+from pocketnet.evaluation.templates import (
+    evaluate_templates,
     template_features,
     template_pair_scores,
     template_roc,
-    write_lfw_template_set,
-    write_template_set,
 )
 from tests.conftest import LFW_DEV
 

@@ -1,4 +1,4 @@
-"""Verification protocol (METHODS.md section 1) and the safe .bin reader."""
+"""Verification protocol (docs/METHODS.md, "Verification") and the safe .bin reader."""
 
 from __future__ import annotations
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
-__all__ = ["ConfigError", "check_overrides", "compose_config"]
+from pocketnet.runtime import compose
+
+__all__ = ["ConfigError", "check_overrides"]
 
 
 class ConfigError(ValueError):
@@ -39,21 +43,12 @@ def _first_values(overrides: list[str]) -> list[str]:
     return out
 
 
-def compose_config(
-    conf_dir: str | Path, overrides: list[str], config_name: str = "config"
-) -> DictConfig:
-    """Compose ``<config_name>.yaml`` from ``conf_dir`` with overrides, outside of a Hydra run."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
-
-
 def _node_keys(cfg: DictConfig, dotted: str) -> list[str] | None:
     node = OmegaConf.select(cfg, dotted) if dotted else cfg
     return [str(k) for k in node] if isinstance(node, DictConfig) else None
 
 
-def _explain(err: Exception, conf_dir: str | Path, overrides: list[str], config_name: str) -> str:
+def _explain(err: Exception, overrides: list[str], config_name: str) -> str:
     causes = [err]
     while causes[-1].__cause__ is not None:
         causes.append(causes[-1].__cause__)
@@ -85,7 +80,7 @@ def _explain(err: Exception, conf_dir: str | Path, overrides: list[str], config_
             bad = next((o for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
             rest = [o for o in overrides if o is not bad]
             try:
-                keys = _node_keys(compose_config(conf_dir, rest, config_name), parent)
+                keys = _node_keys(compose(rest, config_name), parent)
             except (HydraException, OmegaConfBaseException):
                 keys = None
             where = f"'{parent}'" if parent else "the top level"
@@ -96,23 +91,20 @@ def _explain(err: Exception, conf_dir: str | Path, overrides: list[str], config_
                 if hint:
                     out += f" Did you mean '{(parent + '.') if parent else ''}{hint[0]}'?"
             return out + " (Add a new key with '+key=value'.)"
+        if isinstance(omega, MissingMandatoryValue):
+            return f"config key '{key}' needs a value: add {key}=<value> to the command"
         return f"bad value for config key '{key}': {msg}"
     return text.strip()
 
 
-def check_overrides(
-    conf_dir: str | Path, overrides: list[str], config_name: str = "config"
-) -> None:
+def check_overrides(overrides: list[str], config_name: str = "config") -> None:
     """Compose the job's config once; raise :class:`ConfigError` with an explanation if it fails."""
     try:
         job = _first_values(overrides)
     except HydraException as err:
         raise ConfigError(f"cannot parse the command-line overrides: {err}") from None
     try:
-        cfg = compose_config(conf_dir, job, config_name)
-        if "stage" in cfg:
-            OmegaConf.to_container(cfg.stage, resolve=False, throw_on_missing=True)
+        cfg = compose(job, config_name)
+        OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err, conf_dir, job, config_name)) from None
-    finally:
-        GlobalHydra.instance().clear()
+        raise ConfigError(_explain(err, job, config_name)) from None

@@ -1,22 +1,20 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+"""Typed schemas of the config groups: which keys exist and their types, nothing else.
 
-Each option file in ``conf/<group>/`` starts from its schema
-(``defaults: [/schema/<group>/<kind>@_here_]``),
-so a misspelt key, a wrong type or an invalid enum value fails at composition, naming the key.
-Defaults live in ``conf/``; the schemas only say which keys exist and their types (values here
-are placeholders that every option file sets).
+Every value lives in ``conf/`` (one source of truth); a schema field is ``MISSING`` until an
+option file sets it, so a key an option forgets fails at composition, like a misspelt key, a
+wrong type or an invalid enum value. ``None`` defaults mark parts that may be absent (a logger,
+the checkpoint callback, a pair list's optional name). Option files start from their schema
+(``defaults: [/schema/<group>/<kind>@_here_, _self_]``); :mod:`pocketnet.config.store`
+registers them. The KD methods' schemas live with the methods (:mod:`pocketnet.distill.methods`).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING
 
 # ----------------------------------------------------------------------------- enums
 
@@ -24,27 +22,6 @@ from omegaconf import MISSING, OmegaConf
 class Color(str, Enum):
     rgb = "rgb"
     bgr = "bgr"
-
-
-class OptimizerName(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class SchedulerName(str, Enum):
-    cosine = "cosine"
-    step = "step"
-    constant = "constant"
-
-
-class AdversarialLoss(str, Enum):
-    bce = "bce"
-    least_squares = "least_squares"
-
-
-class ScheduleBy(str, Enum):
-    epoch = "epoch"
-    fraction = "fraction"
 
 
 class SearchOrder(str, Enum):
@@ -60,29 +37,30 @@ class DataConfig:
     """What every data source shares: resolution, colour order, loaders."""
 
     name: str = MISSING
-    resolution: int = 112
-    color: Color = Color.rgb
-    flip: bool = True
-    batch_size: int = 128
-    val_batch_size: int = 256
-    num_workers: int = 0
+    resolution: int = MISSING
+    color: Color = MISSING
+    flip: bool = MISSING
+    batch_size: int = MISSING
+    val_batch_size: int = MISSING
+    num_workers: int = MISSING
 
 
 @dataclass
 class SyntheticDataConfig(DataConfig):
     """``data=synthetic``: the embedded procedural face generator."""
 
-    num_train_identities: int = 500
-    images_per_identity: int = 24
-    num_val_identities: int = 300
-    num_pairs: int = 1200
-    seed: int = 0
+    num_train_identities: int = MISSING
+    images_per_identity: int = MISSING
+    num_val_identities: int = MISSING
+    num_pairs: int = MISSING
+    seed: int = MISSING
     cache_dir: str = MISSING
 
 
 @dataclass
 class PairSetConfig:
-    """A verification set from a pairs file (LFW View 1/2 or ``path1 path2 0|1``) + images."""
+    """A verification set from a pairs file (LFW View 1/2 or ``path1 path2 0|1``) + images;
+    ``name`` defaults to the pairs file's."""
 
     pairs: str = MISSING
     images: str = MISSING
@@ -97,9 +75,9 @@ class FaceFilesDataConfig(DataConfig):
     """
 
     root: str = MISSING
-    skip_corrupt: bool = False
-    val_bins: list[str] = field(default_factory=list)
-    val_pairs: list[PairSetConfig] = field(default_factory=list)
+    skip_corrupt: bool = MISSING
+    val_bins: list[str] = MISSING
+    val_pairs: list[PairSetConfig] = MISSING
 
 
 # ----------------------------------------------------------------------------- model
@@ -109,13 +87,13 @@ class FaceFilesDataConfig(DataConfig):
 class TimmBackboneConfig:
     """``backbone.kind=timm``: any timm CNN adapted to face crops (see models/backbone.py)."""
 
-    kind: str = "timm"
+    kind: str = MISSING
     name: str = MISSING
-    embedding_size: int = 512
-    stem_stride: int | None = None  # None: the trunk reduces by 16 (7x7 at 112)
-    dropout: float = 0.0
-    embedding_head: str = "fc"  # fc | gdc
-    timm_kwargs: dict[str, Any] = field(default_factory=dict)
+    embedding_size: int = MISSING
+    stem_stride: int | None = MISSING  # None: the trunk reduces by 16 (7x7 at 112)
+    dropout: float = MISSING
+    embedding_head: str = MISSING  # fc | gdc
+    timm_kwargs: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -124,11 +102,11 @@ class FaceNetBackboneConfig:
     pocketnet_*), built with ``timm.create_model``; ``checkpoint`` loads a backbone state_dict
     (an insightface backbone.pth or an official PocketNet checkpoint) strictly."""
 
-    kind: str = "face"
+    kind: str = MISSING
     name: str = MISSING
-    embedding_size: int = 512
-    checkpoint: str | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    embedding_size: int = MISSING
+    checkpoint: str | None = MISSING
+    model_kwargs: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -136,10 +114,9 @@ class PocketNetBackboneConfig(FaceNetBackboneConfig):
     """``backbone=pocketnet``: any genotype (a built-in name, a YAML or DARTS-string file such as
     a search run's ``genotype.yaml``) at any width ``C`` and depth ``n_cells``."""
 
-    name: str = "pocketnet_s_128"
-    genotype: str = "face"
-    C: int = 16
-    n_cells: int = 18
+    genotype: str = MISSING
+    C: int = MISSING
+    n_cells: int = MISSING
 
 
 @dataclass
@@ -147,220 +124,11 @@ class HeadConfig:
     """Combined margin ``s * (cos(m1*theta + m2) - m3)``; ``normalize=false`` = plain softmax."""
 
     name: str = MISSING
-    s: float = 64.0
-    m1: float = 1.0
-    m2: float = 0.0
-    m3: float = 0.0
-    normalize: bool = True
-
-
-# ----------------------------------------------------------------------------- stage
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.sgd
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-
-
-@dataclass
-class SchedulerConfig:
-    """Warm-up (linear, in epochs, may be fractional) then cosine / step / constant, per step."""
-
-    name: SchedulerName = SchedulerName.cosine
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.01
-    milestones: list[float] = field(default_factory=list)
-    gamma: float = 0.1
-    min_lr_factor: float = 0.0
-
-
-@dataclass
-class TeacherBankConfig:
-    """Maturity checkpoints (backbone + head) for multi-step KD.
-
-    ``every_n_epochs`` saves at the end of every n-th epoch; ``fractions`` (of the total training
-    steps, e.g. [0.25, 0.5, 1.0]) saves when training passes each fraction. Both may be set.
-    """
-
-    enabled: bool = True
-    dir: str = MISSING
-    every_n_epochs: int | None = 1
-    fractions: list[float] = field(default_factory=list)
-
-
-@dataclass
-class TeacherStageConfig:
-    name: str = "teacher"
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    bank: TeacherBankConfig = field(default_factory=TeacherBankConfig)
-
-
-@dataclass
-class TeacherConfig:
-    """Where the student stage's frozen teacher comes from: a teacher bank (``bank``: the
-    ``teacher_bank`` folder of a teacher run; ``entry`` picks the checkpoint, -1 = the last) or a
-    backbone file (``checkpoint``: an insightface ``backbone.pth`` or an official PocketNet
-    checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``)."""
-
-    bank: str | None = None
-    entry: int = -1
-    checkpoint: str | None = None
-    backbone: str | None = None
-    embedding_size: int = 512
-    input_size: int = 112
-
-
-@dataclass
-class StudentStageConfig:
-    """Distillation of a small student from a frozen teacher; ``init_from_teacher``: knowledge
-    transfer (start from the teacher's weights: same architecture, any resolution)."""
-
-    name: str = "student"
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    init_from_teacher: bool = False
-
-
-@dataclass
-class PipelineStageConfig(TeacherStageConfig):
-    """A teacher (``backbone``), then a student (``student_backbone``) by ``kd`` from the
-    teacher's bank, then the same student without KD; all three with ``optimizer``/``scheduler``."""
-
-    name: str = "pipeline"
-    student_backbone: Any = MISSING
-
-
-@dataclass
-class ArchOptimizerConfig:
-    """Adam over the architecture parameters (L2 weight decay, as in DARTS)."""
-
-    lr: float = 1.2e-3
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    weight_decay: float = 1e-3
-
-
-@dataclass
-class SupernetConfig:
-    C: int = 16
-    n_cells: int = 8
-    n_nodes: int = 4
-    stem_multiplier: int = 3
-    embedding_size: int = 128
-    width: int = 512
-    gdc_groups: int = 128
-
-
-@dataclass
-class SplitConfig:
-    weight_fraction: float = 0.5  # of each identity's images; the rest trains the alphas
-    seed: int = 0
-
-
-@dataclass
-class DerivedNetConfig:
-    """The network a derived genotype is profiled as (params, FLOPs) in the results."""
-
-    C: int = 16
-    n_cells: int = 18
-    embedding_size: int = 128
-
-
-@dataclass
-class SearchStageConfig:
-    """DARTS: weights by ``optimizer``/``scheduler`` on one half of each identity's images,
-    alphas by ``arch_optimizer`` on the other; ``order`` first or second."""
-
-    name: str = "search"
-    order: SearchOrder = SearchOrder.second
-    monitor: str = "val/top1"
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    arch_optimizer: ArchOptimizerConfig = field(default_factory=ArchOptimizerConfig)
-    supernet: SupernetConfig = field(default_factory=SupernetConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    hessian_eps: float = 0.01
-    derived: DerivedNetConfig = field(default_factory=DerivedNetConfig)
-
-
-# ----------------------------------------------------------------------------- kd
-
-
-@dataclass
-class NoKDConfig:
-    """``kd=none``: margin loss only (the no-KD baseline; KT alone with init_from_teacher)."""
-
-    name: str = "none"
-
-
-@dataclass
-class EmbeddingKDConfig:
-    """``weight * MSE(norm(f_s), norm(f_t))``; ``projection``: a learned linear map from the
-    student's embedding size to the teacher's; ``cache``: teacher embeddings computed once."""
-
-    name: str = "embedding"
-    weight: float = 100.0
-    projection: bool = False
-    cache: bool = False
-
-
-@dataclass
-class ScheduleConfig:
-    """Multi-step KD: which teacher checkpoint the student learns from, as training goes.
-
-    ``by=epoch``: student epoch e (from 0) uses the bank's epoch ``e + offset`` checkpoint.
-    ``by=fraction``: ``points`` = [[student_fraction, teacher_fraction], ...]: from each student
-    fraction of training on, the bank checkpoint saved at that teacher fraction.
-    """
-
-    by: ScheduleBy = ScheduleBy.epoch
-    offset: int = 1
-    points: list[Any] = field(default_factory=list)  # pairs of numbers (checked at start)
-
-
-@dataclass
-class MultiStepKDConfig(EmbeddingKDConfig):
-    name: str = "multi_step"
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-
-
-@dataclass
-class SoftTargetKDConfig:
-    """Hinton: ``(1 - alpha) * CE + alpha * T^2 * KL(p_t^T || p_s^T)`` over the training
-    identities (teacher's head, cosine logits without margin)."""
-
-    name: str = "soft_target"
-    temperature: float = 4.0
-    alpha: float = 0.9
-    cache: bool = False
-
-
-@dataclass
-class FeaturePathsConfig:
-    """Module paths (or feature-tap names: stage1..stage4) of the maps a discriminator sees;
-    both null: the normalised embeddings."""
-
-    student: str | None = None
-    teacher: str | None = None
-
-
-@dataclass
-class AdversarialKDConfig:
-    """A discriminator tells teacher ("real") from student features; alternating updates."""
-
-    name: str = "adversarial"
-    weight: float = 1.0
-    loss: AdversarialLoss = AdversarialLoss.bce
-    hidden: list[int] = field(default_factory=lambda: [500, 500])
-    features: FeaturePathsConfig = field(default_factory=FeaturePathsConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    cache: bool = False
+    s: float = MISSING
+    m1: float = MISSING
+    m2: float = MISSING
+    m3: float = MISSING
+    normalize: bool = MISSING
 
 
 @dataclass
@@ -371,6 +139,175 @@ class ResolutionConfig:
     student: int = MISSING
 
 
+# ----------------------------------------------------------------------------- optimisation
+
+
+@dataclass
+class SGDConfig:
+    """``optimizer=sgd``: SGD with momentum (optionally Nesterov) and L2 weight decay."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+    nesterov: bool = MISSING
+
+
+@dataclass
+class AdamWConfig:
+    """``optimizer=adamw``: AdamW (decoupled weight decay)."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class WarmupConfig:
+    """What every schedule shares: a linear warm-up over ``warmup_epochs`` (may be fractional)
+    from ``warmup_start_factor`` of the lr; the schedule is stepped per optimiser step."""
+
+    name: str = MISSING
+    warmup_epochs: float = MISSING
+    warmup_start_factor: float = MISSING
+
+
+@dataclass
+class CosineConfig(WarmupConfig):
+    """``scheduler=cosine``: cosine decay to ``min_lr_factor`` of the lr."""
+
+    min_lr_factor: float = MISSING
+
+
+@dataclass
+class StepConfig(WarmupConfig):
+    """``scheduler=step``: the lr times ``gamma`` at each milestone (epochs, may be fractional)."""
+
+    milestones: list[float] = MISSING
+    gamma: float = MISSING
+
+
+@dataclass
+class ConstantConfig(WarmupConfig):
+    """``scheduler=constant``: the lr after the warm-up."""
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+@dataclass
+class TeacherBankConfig:
+    """Maturity checkpoints (backbone + head) for multi-step KD.
+
+    ``every_n_epochs`` saves at the end of every n-th epoch; ``fractions`` (of the total training
+    steps, e.g. [0.25, 0.5, 1.0]) saves when training passes each fraction. Both may be set.
+    """
+
+    enabled: bool = MISSING
+    dir: str = MISSING
+    every_n_epochs: int | None = MISSING
+    fractions: list[float] = MISSING
+
+
+@dataclass
+class TeacherStageConfig:
+    """Face recognition training: margin head, ``optimizer`` and ``scheduler`` (groups)."""
+
+    name: str = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    bank: TeacherBankConfig = MISSING
+
+
+@dataclass
+class TeacherConfig:
+    """Where the student stage's frozen teacher comes from: a teacher bank (``bank``: the
+    ``teacher_bank`` folder of a teacher run; ``entry`` picks the checkpoint, -1 = the last) or a
+    backbone file (``checkpoint``: an insightface ``backbone.pth`` or an official PocketNet
+    checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``)."""
+
+    bank: str | None = MISSING
+    entry: int = MISSING
+    checkpoint: str | None = MISSING
+    backbone: str | None = MISSING
+    embedding_size: int = MISSING
+    input_size: int = MISSING
+
+
+@dataclass
+class StudentStageConfig:
+    """Distillation of a small student from a frozen teacher; ``init_from_teacher``: knowledge
+    transfer (start from the teacher's weights: same architecture, any resolution)."""
+
+    name: str = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    teacher: TeacherConfig = MISSING
+    init_from_teacher: bool = MISSING
+
+
+@dataclass
+class PipelineStageConfig(TeacherStageConfig):
+    """A teacher (``backbone``), then a student (``student_backbone``) by ``kd`` from the
+    teacher's bank, then the same student without KD; all three with ``optimizer``/``scheduler``."""
+
+    student_backbone: Any = MISSING
+
+
+@dataclass
+class ArchOptimizerConfig:
+    """Adam over the architecture parameters (L2 weight decay, as in DARTS)."""
+
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class SupernetConfig:
+    C: int = MISSING
+    n_cells: int = MISSING
+    n_nodes: int = MISSING
+    stem_multiplier: int = MISSING
+    embedding_size: int = MISSING
+    width: int = MISSING
+    gdc_groups: int = MISSING
+
+
+@dataclass
+class SplitConfig:
+    weight_fraction: float = MISSING  # of each identity's images; the rest trains the alphas
+    seed: int = MISSING
+
+
+@dataclass
+class DerivedNetConfig:
+    """The network a derived genotype is profiled as (params, FLOPs) in the results."""
+
+    C: int = MISSING
+    n_cells: int = MISSING
+    embedding_size: int = MISSING
+
+
+@dataclass
+class SearchStageConfig:
+    """DARTS: weights by ``optimizer``/``scheduler`` on one half of each identity's images,
+    alphas by ``arch_optimizer`` on the other; ``order`` first or second."""
+
+    name: str = MISSING
+    order: SearchOrder = MISSING
+    monitor: str = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    arch_optimizer: ArchOptimizerConfig = MISSING
+    supernet: SupernetConfig = MISSING
+    split: SplitConfig = MISSING
+    hessian_eps: float = MISSING
+    derived: DerivedNetConfig = MISSING
+
+
 # ----------------------------------------------------------------------------- trainer
 
 
@@ -378,28 +315,28 @@ class ResolutionConfig:
 class TrainerConfig:
     """Keyword arguments of ``lightning.Trainer`` that the platform exposes."""
 
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    max_epochs: int = 10
-    max_steps: int = -1
-    min_epochs: int | None = None
-    gradient_clip_val: float | None = 5.0
-    gradient_clip_algorithm: str = "norm"
-    accumulate_grad_batches: int = 1
-    check_val_every_n_epoch: int | None = 1
-    val_check_interval: Any = None
-    log_every_n_steps: int = 10
-    num_sanity_val_steps: int = 0
-    limit_train_batches: Any = None
-    limit_val_batches: Any = None
-    deterministic: Any = False
-    benchmark: bool | None = None
-    enable_progress_bar: bool = True
-    enable_model_summary: bool = True
-    fast_dev_run: Any = False
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    strategy: str = MISSING
+    num_nodes: int = MISSING
+    precision: str = MISSING
+    max_epochs: int = MISSING
+    max_steps: int = MISSING
+    min_epochs: int | None = MISSING
+    gradient_clip_val: float | None = MISSING
+    gradient_clip_algorithm: str = MISSING
+    accumulate_grad_batches: int = MISSING
+    check_val_every_n_epoch: int | None = MISSING
+    val_check_interval: Any = MISSING
+    log_every_n_steps: int = MISSING
+    num_sanity_val_steps: int = MISSING
+    limit_train_batches: Any = MISSING
+    limit_val_batches: Any = MISSING
+    deterministic: Any = MISSING
+    benchmark: bool | None = MISSING
+    enable_progress_bar: bool = MISSING
+    enable_model_summary: bool = MISSING
+    fast_dev_run: Any = MISSING
 
 
 # ----------------------------------------------------------------------------- logging
@@ -409,47 +346,51 @@ class TrainerConfig:
 class WandbConfig:
     """wandb, offline by default: never touches the network; ``wandb sync`` uploads later."""
 
-    project: str = "pocketnet"
-    entity: str | None = None
-    group: str | None = None
-    tags: list[str] = field(default_factory=list)
-    offline: bool = True
-    log_model: bool = False
+    project: str = MISSING
+    entity: str | None = MISSING
+    group: str | None = MISSING
+    tags: list[str] = MISSING
+    offline: bool = MISSING
+    log_model: bool = MISSING
 
 
 @dataclass
 class CsvConfig:
-    name: str = "csv"
+    name: str = MISSING
 
 
 @dataclass
 class LoggerConfig:
+    """The loggers of a run; an absent one is None."""
+
     wandb: WandbConfig | None = None
     csv: CsvConfig | None = None
 
 
 @dataclass
 class ProgressConfig:
-    rich: bool = True
-    refresh_rate: int = 1
+    rich: bool = MISSING
+    refresh_rate: int = MISSING
 
 
 @dataclass
 class CheckpointConfig:
     dirpath: str = MISSING
-    monitor: str | None = "val/acc"
-    mode: str = "max"
-    save_last: bool = True
-    save_top_k: int = 1
-    every_n_epochs: int | None = 1
+    monitor: str | None = MISSING
+    mode: str = MISSING
+    save_last: bool = MISSING
+    save_top_k: int = MISSING
+    every_n_epochs: int | None = MISSING
 
 
 @dataclass
 class CallbacksConfig:
-    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    """Progress bar, model summary, checkpoints (None: none written), lr monitor."""
+
+    progress: ProgressConfig = MISSING
     checkpoint: CheckpointConfig | None = None
-    model_summary_depth: int = 2
-    lr_monitor: bool = True
+    model_summary_depth: int = MISSING
+    lr_monitor: bool = MISSING
 
 
 @dataclass
@@ -467,25 +408,26 @@ class PathsConfig:
 
 @dataclass
 class PocketNetConfig:
-    """The composed config; groups hold their own schemas (see the option files)."""
+    """The composed config of ``pocketnet``; groups hold their own schemas (option files)."""
 
     stage: Any = MISSING
     data: Any = MISSING
     backbone: Any = MISSING
     kd: Any = MISSING
-    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
+    resolution: ResolutionConfig = MISSING
+    head: HeadConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
+    callbacks: CallbacksConfig = MISSING
+    paths: PathsConfig = MISSING
     task_name: str = MISSING
-    tags: list[str] = field(default_factory=list)
-    seed: int | None = 42
-    ckpt_path: str | None = None
-    print_config: bool = True
-    results_file: str = "results.json"
-    practical: bool = False  # practical.json after training: latency, throughput, memory, sizes
+    tags: list[str] = MISSING
+    seed: int | None = MISSING
+    ckpt_path: str | None = MISSING
+    print_config: bool = MISSING
+    results_file: str = MISSING
+    latency: bool = MISSING  # the CPU latency at batch 1 in the results (a few seconds)
+    practical: bool = MISSING  # practical.json after training: latency, throughput, memory, sizes
 
 
 @dataclass
@@ -494,13 +436,13 @@ class EvalConfig:
     (``{pairs: <file>, images: <folder>, name: <name>}``); empty = the checkpoint's run's
     verification sets."""
 
-    sets: list[Any] = field(default_factory=list)
-    templates: list[Any] = field(default_factory=list)  # [{meta, pairs, images, name}] (IJB)
-    batch_size: int = 256
-    color: Color | None = None  # None: the run's data.color, else rgb
-    save_embeddings: bool = False
-    practical: bool = True  # params, FLOPs, latency, throughput, memory, sizes
-    onnx: bool = True  # the ONNX size among the practical metrics
+    sets: list[Any] = MISSING
+    templates: list[Any] = MISSING  # [{meta, pairs, images, name}] (IJB)
+    batch_size: int = MISSING
+    color: Color | None = MISSING  # None: the run's data.color, else rgb
+    save_embeddings: bool = MISSING
+    practical: bool = MISSING  # params, FLOPs, latency, throughput, memory, sizes
+    onnx: bool = MISSING  # the ONNX size among the practical metrics
 
 
 @dataclass
@@ -508,35 +450,35 @@ class EvalAppConfig:
     """``conf/eval.yaml``: a checkpoint (Lightning ``.ckpt`` of a run, a teacher-bank file or a
     backbone ``.pth`` with ``backbone=<name>``) evaluated into ``metrics.json``."""
 
-    backbone: Any = None
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    task_name: str = "eval"
-    tags: list[str] = field(default_factory=list)
+    backbone: Any = None  # the group is absent unless a bare backbone file needs it
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = MISSING
+    task_name: str = MISSING
+    tags: list[str] = MISSING
     ckpt_path: str = MISSING
-    input_size: int | None = None  # None: the run's (or 112 for a bare backbone file)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    input_size: int | None = MISSING  # None: the run's (or 112 for a bare backbone file)
+    eval: EvalConfig = MISSING
 
 
 @dataclass
 class ExportConfig:
-    onnx: bool = True
-    opset: int = 17
-    fp16: bool = True  # also backbone_fp16.pth
-    check_batches: list[int] = field(default_factory=lambda: [1, 7])
-    tolerance: float = 1e-4  # max |ONNX Runtime - PyTorch| allowed
+    onnx: bool = MISSING
+    opset: int = MISSING
+    fp16: bool = MISSING  # also backbone_fp16.pth
+    check_batches: list[int] = MISSING
+    tolerance: float = MISSING  # max |ONNX Runtime - PyTorch| allowed
 
 
 @dataclass
 class ExportAppConfig:
     """``conf/export.yaml``: backbone-only weights and ONNX of a checkpoint."""
 
-    backbone: Any = None
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    task_name: str = "export"
+    backbone: Any = None  # the group is absent unless a bare backbone file needs it
+    paths: PathsConfig = MISSING
+    task_name: str = MISSING
     ckpt_path: str = MISSING
-    input_size: int | None = None
-    export: ExportConfig = field(default_factory=ExportConfig)
+    input_size: int | None = MISSING
+    export: ExportConfig = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -556,29 +498,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "pipeline": PipelineStageConfig,
         "search": SearchStageConfig,
     },
-    "kd": {
-        "none": NoKDConfig,
-        "embedding": EmbeddingKDConfig,
-        "multi_step": MultiStepKDConfig,
-        "soft_target": SoftTargetKDConfig,
-        "adversarial": AdversarialKDConfig,
-    },
+    "optimizer": {"sgd": SGDConfig, "adamw": AdamWConfig},
+    "scheduler": {"cosine": CosineConfig, "step": StepConfig, "constant": ConstantConfig},
 }
-
-
-def register_configs() -> None:
-    """Register the root schema, every group schema and the ``pocketnet.*`` resolvers."""
-    OmegaConf.register_new_resolver(
-        "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
-    )
-    # the working directory, also where Hydra's own `hydra:` resolver is not set yet (the sweep
-    # folder of a multirun is resolved before any job exists)
-    OmegaConf.register_new_resolver("pocketnet.cwd", os.getcwd, replace=True)
-    cs = ConfigStore.instance()
-    cs.store(name="pocketnet_schema", node=PocketNetConfig)
-    cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
-    cs.store(name="pocketnet_export_schema", node=ExportAppConfig)
-    cs.store(group="schema", name="resolution", node=ResolutionConfig)
-    for group, options in SCHEMAS.items():
-        for name, node in options.items():
-            cs.store(group=f"schema/{group}", name=name, node=node)
+"""Group -> option kind -> schema (``conf/<group>/*.yaml`` use ``/schema/<group>/<kind>``)."""

@@ -20,8 +20,8 @@ import numpy as np
 
 from pocketnet.data.face_rec import image_sizes, open_rec, pack_folder, unpack_rec, verify_rec
 from pocketnet.data.pairs import read_pairs
+from pocketnet.data.templates import read_template_set, write_lfw_template_set
 from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
-from pocketnet.evaluation.templates import read_template_set, write_lfw_template_set
 
 __all__ = ["main"]
 

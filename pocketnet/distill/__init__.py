@@ -1,2 +1,2 @@
-"""Knowledge distillation: teacher bank, frozen teacher, KD losses, feature hooks, multi-step
-schedule and the teacher-output cache."""
+"""Knowledge distillation: the KD methods (``methods/``, one file each), the teacher bank, the
+frozen teacher, feature hooks, the multi-step schedule and the teacher-output cache."""

@@ -26,12 +26,12 @@ def resolve_module_path(model: nn.Module, path: str, role: str) -> str:
 
 
 class FeatureHook:
-    """Keeps the latest output of one submodule (a forward hook; removed by :meth:`remove`)."""
+    """Keeps the latest output of one submodule (a forward hook for the model's lifetime)."""
 
     def __init__(self, model: nn.Module, path: str, role: str = "student"):
         self.path = resolve_module_path(model, path, role)
         self.output: torch.Tensor | None = None
-        self._handle = model.get_submodule(self.path).register_forward_hook(self._keep)
+        model.get_submodule(self.path).register_forward_hook(self._keep)
 
     def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
         self.output = output[0] if isinstance(output, tuple | list) else output
@@ -42,6 +42,3 @@ class FeatureHook:
             raise RuntimeError(f"no output captured at {self.path!r}: run a forward pass first")
         out, self.output = self.output, None
         return out
-
-    def remove(self) -> None:
-        self._handle.remove()

@@ -7,14 +7,20 @@ loads that teacher before its first batch and then follows the schedule as befor
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import lightning as L
 
-from pocketnet.config.schema import ScheduleBy
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
 
-__all__ = ["TeacherSchedule", "TeacherSwapCallback"]
+__all__ = ["ScheduleBy", "TeacherSchedule", "TeacherSwapCallback"]
+
+
+class ScheduleBy(str, Enum):
+    epoch = "epoch"
+    fraction = "fraction"
+
 
 FRACTION_TOLERANCE = 0.01
 

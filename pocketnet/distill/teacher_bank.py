@@ -24,6 +24,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from pocketnet.untrusted import load_torch_file
+
 __all__ = ["BankEntry", "TeacherBank", "TeacherBankCallback"]
 
 INDEX = "index.json"
@@ -58,11 +60,12 @@ class TeacherBank:
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"teacher bank index {self.index_path} is malformed: {err}") from err
 
-    def load(self, entry: BankEntry, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    def load(self, entry: BankEntry) -> dict[str, Any]:
+        """A bank file's payload (on the CPU; read as untrusted, weights only)."""
         path = self.root / entry.file
         if not path.is_file():
             raise FileNotFoundError(f"teacher bank {self.root}: {entry.file} listed but missing")
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        return load_torch_file(path, "teacher bank file")
 
     def add(self, payload: dict[str, Any], entry: BankEntry, total_steps: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

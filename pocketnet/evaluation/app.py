@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
@@ -27,13 +28,13 @@ from pocketnet.console import print_results
 from pocketnet.data.datasets import VerificationSet
 from pocketnet.data.encoded import EncodedImageDataset, FileImages
 from pocketnet.data.sources import SOURCES, bin_verification_set, pairs_verification_set
+from pocketnet.data.templates import read_template_set
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.evaluation.checkpoints import LoadedModel, load_model
 from pocketnet.evaluation.export import export_onnx, file_size_mb, onnx_parity, save_backbone
 from pocketnet.evaluation.practical import practical_metrics, write_practical
 from pocketnet.evaluation.templates import (
     evaluate_templates,
-    read_template_set,
     template_features,
     template_pair_scores,
     template_roc,
@@ -41,9 +42,10 @@ from pocketnet.evaluation.templates import (
 from pocketnet.evaluation.verification import (
     embed_fused,
     evaluate_verification,
-    roc_counts,
+    roc_curve,
     verification_scores,
 )
+from pocketnet.runtime import SetupError, build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,6 @@ __all__ = ["embed_set", "evaluate_checkpoint", "export_checkpoint", "plot_roc"]
 
 
 def _load(cfg: DictConfig) -> LoadedModel:
-    from pocketnet.run import SetupError
-
     try:
         return load_model(cfg.ckpt_path, cfg.backbone, cfg.input_size)
     except (ValueError, OSError) as err:
@@ -115,10 +115,6 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
 
 
 def _log(cfg: DictConfig, out: Path, metrics: dict[str, Any]) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    from pocketnet.run import build_loggers, finish_wandb
-
     for logger in build_loggers(cfg.logger, out):
         numbers = {
             f"eval/{name}/{k}": v
@@ -158,8 +154,6 @@ def _templates(
     out: Path,
 ) -> Iterator[tuple[str, dict[str, float]]]:
     """IJB-style template verification of each ``eval.templates`` set (with a ROC PNG)."""
-    from pocketnet.run import SetupError
-
     for entry in cfg.eval.templates:
         try:
             ts = read_template_set(entry.meta, entry.pairs, entry.images)
@@ -181,8 +175,6 @@ def _templates(
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Verification on each set (metrics.json, roc_<set>.png, optional embeddings) and the
     practical metrics (practical.json) of ``cfg.ckpt_path``."""
-    from pocketnet.run import SetupError
-
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load(cfg)
@@ -199,11 +191,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     for vset in sets:
         embeddings = embed_set(model, vset.dataset, transform, cfg.eval.batch_size, device)
         results[vset.name] = evaluate_verification(embeddings, vset.issame).as_dict()
-        dist = verification_scores(embeddings)
-        issame = vset.issame.bool()
-        _, tp, fp = roc_counts(dist, issame)
-        far = (fp.double() / max(1, int((~issame).sum()))).numpy()
-        tar = (tp.double() / max(1, int(issame.sum()))).numpy()
+        far, tar, _ = roc_curve(verification_scores(embeddings), vset.issame.bool())
         title = f"{loaded.name} on {vset.name} (acc {results[vset.name]['acc']:.4f})"
         plot_roc({vset.name: (far, tar)}, out / f"roc_{vset.name}.png", title)
         if cfg.eval.save_embeddings:

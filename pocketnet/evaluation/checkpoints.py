@@ -1,7 +1,7 @@
 """A backbone from any checkpoint pocketnet meets, for evaluation and export.
 
 * a Lightning ``.ckpt`` of a run: the run's ``config.yaml`` (beside ``checkpoints/``) names the
-  backbone and its input size (teacher: ``data.resolution``, student: ``resolution.student``);
+  backbone, and its stage the input size (:meth:`Stage.input_size`);
   the ``backbone.*`` weights are loaded strictly;
 * a teacher-bank file (``teacher_bank/*.pt``): it carries its own model config;
 * a backbone state_dict (insightface ``backbone.pth``, an official PocketNet file, a
@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pocketnet.models.factory import backbone_from_config
+from pocketnet.stages.stage import STAGES
+from pocketnet.untrusted import load_torch_file, strip_wrappers
 
 __all__ = ["LoadedModel", "load_model"]
 
@@ -65,13 +67,13 @@ def _from_lightning(payload: dict[str, Any], path: Path) -> LoadedModel:
             "export the backbone with the run folder intact, or pass a backbone file"
         )
     run_cfg = OmegaConf.load(run_cfg_path)
-    stage = run_cfg.stage.name
-    if stage == "search":
+    stage = STAGES.get(run_cfg.stage.name)
+    if not stage.has_backbone:
         raise ValueError(
-            f"{path} is a search checkpoint (a supernet): train its genotype first, "
+            f"{path} is a {stage.name} checkpoint (a supernet): train its genotype first, "
             f"backbone=pocketnet backbone.genotype={path.parent.parent / 'genotype.yaml'}"
         )
-    size = run_cfg.resolution.student if stage == "student" else run_cfg.data.resolution
+    size = stage.input_size(run_cfg)
     state = {
         k.removeprefix("backbone."): v
         for k, v in payload["state_dict"].items()
@@ -87,9 +89,7 @@ def load_model(
     """The backbone in ``ckpt_path`` (eval mode, CPU). ``backbone`` (a ``backbone`` group
     config) and ``input_size`` are needed for a bare state_dict only."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such file")
-    payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    payload = load_torch_file(path, "ckpt_path")
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__}, not a dict)")
     if "pytorch-lightning_version" in payload and "state_dict" in payload:
@@ -105,7 +105,7 @@ def load_model(
                 "(iresnet50, mobilefacenet, pocketnet_s_128, ...) and input_size=<pixels>"
             )
         size = input_size or 112
-        state = payload.get("state_dict", payload)
+        state = strip_wrappers(payload, path)
         loaded = LoadedModel(_build(backbone, size, state, path), size, backbone.name, str(path))
     if input_size is not None and input_size != loaded.input_size:
         raise ValueError(

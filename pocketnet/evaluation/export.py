@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from pocketnet.evaluation.profile import kept_modes
+from pocketnet.models.base import kept_modes
 
 __all__ = [
     "INPUT_NAME",

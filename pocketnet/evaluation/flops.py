@@ -24,6 +24,8 @@ import math
 import torch
 from torch import nn
 
+from pocketnet.models.base import kept_modes
+
 __all__ = ["count_flops_detailed"]
 
 _ACTIVATIONS = (
@@ -88,14 +90,11 @@ def count_flops_detailed(model: nn.Module, input_size: int | tuple[int, int]) ->
         if next(m.children(), None) is None or next(m.parameters(recurse=False), None) is not None
     ]
     handles = [layer.register_forward_hook(hook) for layer in layers]
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, height, width, device=device))
+        with kept_modes(model), torch.no_grad():
+            model.eval()(torch.zeros(1, 3, height, width, device=device))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return total

@@ -7,30 +7,20 @@ counts 2, and only matrix products and convolutions are counted (not BN, activat
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "cpu_latency", "kept_modes"]
+from pocketnet.models.base import kept_modes
+
+__all__ = ["count_flops", "count_params", "cpu_latency"]
 
 
-@contextmanager
-def kept_modes(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every submodule's train/eval flag on exit (a frozen part stays in eval)."""
-    modes = {module: module.training for module in model.modules()}
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_params(module: nn.Module) -> int:
+    """Every parameter, trainable or not (a frozen BN scale counts: it is in the file)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def count_flops(model: nn.Module, input_size: int) -> int:

@@ -1,4 +1,4 @@
-"""Face verification protocol of LFW-style pair sets (METHODS.md section 1).
+"""Face verification protocol of LFW-style pair sets (docs/METHODS.md, "Verification").
 
 Gives the same figures as insightface's ``verification.py`` (``calculate_roc``): squared Euclidean
 distance of L2-normalised (flip-fused) embeddings, 10 folds in file order, per fold the threshold of
@@ -106,6 +106,18 @@ def roc_counts(
     tp = issame[order].long().cumsum(0)[ends]  # accepted positives at "dist <= group value"
     fp = ends + 1 - tp
     return F.pad(values, (1, 0), value=-math.inf), F.pad(tp, (1, 0)), F.pad(fp, (1, 0))
+
+
+def roc_curve(
+    dist: torch.Tensor, issame: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FAR and TAR (float64 numpy) of each ROC point of :func:`roc_counts` and its distance
+    threshold, from (0, 0) ("accept nothing") to (1, 1); a class without pairs gives zeros."""
+    thresholds, tp, fp = roc_counts(dist, issame)
+    npos = int(issame.sum())
+    nneg = issame.numel() - npos
+    far = fp.double() / max(1, nneg)
+    return far.numpy(), (tp.double() / max(1, npos)).numpy(), thresholds.numpy()
 
 
 def roc_auc_tar(

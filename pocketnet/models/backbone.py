@@ -27,6 +27,8 @@ import timm
 import torch
 from torch import nn
 
+from pocketnet.models.base import FaceNet, gdc_conv, kept_modes
+
 __all__ = ["EmbeddingHead", "FaceBackbone", "build_backbone"]
 
 
@@ -58,8 +60,7 @@ class GDCHead(nn.Module):
         self, channels: int, spatial: tuple[int, int], embedding_size: int, dropout: float
     ):
         super().__init__()
-        self.gdc = nn.Conv2d(channels, channels, spatial, groups=channels, bias=False)
-        self.bn = nn.BatchNorm2d(channels)
+        self.gdc, self.bn = gdc_conv(channels, spatial)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, embedding_size, bias=False)
         self.features = _frozen_scale_bn(embedding_size)
@@ -79,7 +80,7 @@ def _frozen_scale_bn(size: int) -> nn.BatchNorm1d:
 HEADS = {"fc": EmbeddingHead, "gdc": GDCHead}
 
 
-class FaceBackbone(nn.Module):
+class FaceBackbone(FaceNet):
     """A trunk producing a feature map and an embedding head (``fc`` or ``gdc``)."""
 
     def __init__(
@@ -90,12 +91,10 @@ class FaceBackbone(nn.Module):
         dropout: float,
         head: str = "fc",
     ):
-        super().__init__()
+        super().__init__(embedding_size, input_size)
         if head not in HEADS:
             raise ValueError(f"embedding head {head!r} is not known; valid: {sorted(HEADS)}")
         self.trunk = trunk
-        self.input_size = input_size
-        self.embedding_size = embedding_size
         channels, height, width = _feature_shape(trunk, input_size)
         self.head = HEADS[head](channels, (height, width), embedding_size, dropout)
 
@@ -115,15 +114,11 @@ class FaceBackbone(nn.Module):
 
 
 def _feature_shape(trunk: nn.Module, input_size: int) -> tuple[int, int, int]:
-    was_training = trunk.training
-    trunk.eval()
     try:
-        with torch.no_grad():
-            out = trunk.forward_features(torch.zeros(1, 3, input_size, input_size))
+        with kept_modes(trunk), torch.no_grad():
+            out = trunk.eval().forward_features(torch.zeros(1, 3, input_size, input_size))
     except (RuntimeError, AssertionError, ValueError) as e:
         raise ValueError(f"the trunk cannot run on {input_size}x{input_size} faces: {e}") from None
-    finally:
-        trunk.train(was_training)
     if out.ndim != 4 or min(out.shape[2:]) < 1:
         raise ValueError(
             f"the trunk gives features of shape {tuple(out.shape)} at input {input_size}, not a "

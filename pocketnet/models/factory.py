@@ -7,12 +7,12 @@ from typing import Any
 
 import timm
 from omegaconf import DictConfig, OmegaConf
-from timm.models import load_checkpoint
 from torch import nn
 
 from pocketnet.models.backbone import build_backbone
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.timm_models import FACE_MODELS
+from pocketnet.untrusted import load_torch_file, strip_wrappers
 
 __all__ = ["backbone_from_config", "head_from_config"]
 
@@ -66,8 +66,9 @@ def backbone_from_config(cfg: Any, input_size: int) -> nn.Module:
 def _load_backbone(model: nn.Module, path: str, name: str, input_size: int) -> None:
     if not Path(path).is_file():
         raise FileNotFoundError(f"backbone.checkpoint: {path} does not exist")
+    state = strip_wrappers(load_torch_file(path, "backbone.checkpoint"), path)
     try:
-        load_checkpoint(model, path, strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:400]
         raise ValueError(

@@ -21,26 +21,20 @@ channels on s/2, s/4, s/8, s/16 maps, rounded up) and the embedding (``features`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["IRESNET_LAYERS", "IBasicBlock", "IResNet", "final_map_size"]
+from pocketnet.models.base import FaceNet, final_map_size
+
+__all__ = ["IRESNET_LAYERS", "IBasicBlock", "IResNet"]
 
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "iresnet18": (2, 2, 2, 2),
     "iresnet50": (3, 4, 14, 3),
     "iresnet100": (3, 13, 30, 3),
 }
-
-
-def final_map_size(input_size: int) -> int:
-    """Side of the last feature map after four padded stride-2 reductions: ``ceil(s / 16)``."""
-    if input_size < 1:
-        raise ValueError(f"input_size must be >= 1, got {input_size}")
-    return math.ceil(input_size / 16)
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -69,7 +63,7 @@ class IBasicBlock(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
-class IResNet(nn.Module):
+class IResNet(FaceNet):
     """insightface iresnet: ``layers`` blocks per stage, ``embedding_size``-d output."""
 
     feature_taps: dict[str, str] = {
@@ -89,11 +83,9 @@ class IResNet(nn.Module):
         input_size: int = 112,
         dropout: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(embedding_size, input_size)
         if len(layers) != 4:
             raise ValueError(f"iresnet needs 4 stage depths, got {tuple(layers)}")
-        self.embedding_size = embedding_size
-        self.input_size = input_size
         map_size = final_map_size(input_size)
         self.conv1 = _conv3x3(3, self.widths[0])
         self.bn1 = nn.BatchNorm2d(self.widths[0])

@@ -25,35 +25,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pocketnet.models.iresnet import final_map_size
+from pocketnet.models.base import FaceNet, final_map_size, gdc_conv
 
 __all__ = ["MobileFaceNet"]
 
 
 class ConvUnit(nn.Module):
-    """conv (no bias) -> BN, then PReLU when ``act``; a ``layers`` sequence as in insightface."""
+    """Modules run in turn, held as ``layers`` (insightface's key layout)."""
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel: int = 1,
-        stride: int = 1,
-        padding: int = 0,
-        groups: int = 1,
-        act: bool = True,
-    ):
+    def __init__(self, *modules: nn.Module):
         super().__init__()
-        modules = [
-            nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_ch),
-        ]
-        if act:
-            modules.append(nn.PReLU(out_ch))
         self.layers = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+def conv_unit(
+    in_ch: int,
+    out_ch: int,
+    kernel: int = 1,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    act: bool = True,
+) -> ConvUnit:
+    """conv (no bias) -> BN, then PReLU when ``act``."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False)
+    return ConvUnit(conv, nn.BatchNorm2d(out_ch), *([nn.PReLU(out_ch)] if act else []))
 
 
 class Bottleneck(nn.Module):
@@ -63,9 +62,9 @@ class Bottleneck(nn.Module):
         super().__init__()
         self.residual = residual
         self.layers = nn.Sequential(
-            ConvUnit(in_ch, inner),
-            ConvUnit(inner, inner, 3, stride, 1, groups=inner),
-            ConvUnit(inner, out_ch, act=False),
+            conv_unit(in_ch, inner),
+            conv_unit(inner, inner, 3, stride, 1, groups=inner),
+            conv_unit(inner, out_ch, act=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +91,7 @@ class GDC(nn.Module):
     def __init__(self, embedding_size: int, kernel: int, channels: int = 512):
         super().__init__()
         self.layers = nn.Sequential(
-            ConvUnit(channels, channels, kernel, groups=channels, act=False),
+            ConvUnit(*gdc_conv(channels, kernel)),
             nn.Flatten(),
             nn.Linear(channels, embedding_size, bias=False),
             nn.BatchNorm1d(embedding_size),
@@ -102,7 +101,7 @@ class GDC(nn.Module):
         return self.layers(x)
 
 
-class MobileFaceNet(nn.Module):
+class MobileFaceNet(FaceNet):
     """arcface_torch's ``mbf`` (blocks (1, 4, 6, 2), scale 2), ``embedding_size``-d output."""
 
     feature_taps: dict[str, str] = {
@@ -115,12 +114,10 @@ class MobileFaceNet(nn.Module):
     size_dependent_keys: tuple[str, ...] = ("features.layers.0.layers.0.weight",)
 
     def __init__(self, embedding_size: int = 512, input_size: int = 112):
-        super().__init__()
-        self.embedding_size = embedding_size
-        self.input_size = input_size
+        super().__init__(embedding_size, input_size)
         self.layers = nn.Sequential(
-            ConvUnit(3, 128, 3, 2, 1),
-            ConvUnit(128, 128, 3, 1, 1, groups=64),
+            conv_unit(3, 128, 3, 2, 1),
+            conv_unit(128, 128, 3, 1, 1, groups=64),
             Bottleneck(128, 128, inner=128, stride=2, residual=False),
             ResidualStage(128, inner=128, depth=4),
             Bottleneck(128, 256, inner=256, stride=2, residual=False),
@@ -128,7 +125,7 @@ class MobileFaceNet(nn.Module):
             Bottleneck(256, 256, inner=512, stride=2, residual=False),
             ResidualStage(256, inner=256, depth=2),
         )
-        self.conv_sep = ConvUnit(256, 512)
+        self.conv_sep = conv_unit(256, 512)
         self.features = GDC(embedding_size, final_map_size(input_size))
         self._init_weights()
 

@@ -1,6 +1,7 @@
 """The architecture gradient of DARTS: first order, or second order by a virtual SGD step.
 
-Second order (METHODS.md section 4): with the weight optimiser's learning rate ``xi``,
+Second order (docs/METHODS.md, "Architecture search"): with the weight optimiser's learning
+rate ``xi``,
 
 * virtual step ``w' = w - xi * (momentum * buf + grad_w L_train(w, a) + wd * w)``;
 * ``dalpha = grad_a L_val(w', a)`` and ``dw' = grad_w' L_val(w', a)``;

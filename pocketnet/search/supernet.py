@@ -1,4 +1,5 @@
-"""The DARTS supernet over the PocketNet search space (METHODS.md section 4).
+"""The DARTS supernet over the PocketNet search space (docs/METHODS.md, "Architecture
+search").
 
 Every cell edge is a :class:`MixedOp`: the softmax(alpha)-weighted sum of the 8 PocketNet
 operations (BN without affine parameters). Normal cells share ``alpha_normal``, reduction cells
@@ -17,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pocketnet.models.base import FaceNet, final_map_size
 from pocketnet.models.pocketnet.cells import cell_inputs
 from pocketnet.models.pocketnet.genotype import Genotype
-from pocketnet.models.pocketnet.network import final_map_size, gdc_head, reduction_cells
+from pocketnet.models.pocketnet.network import gdc_head, reduction_cells
 from pocketnet.models.pocketnet.ops import PRIMITIVES, make_op
 
 __all__ = ["CELL_KINDS", "MixedOp", "SearchCell", "SuperNet", "derive_gene"]
@@ -77,7 +79,7 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class SuperNet(nn.Module):
+class SuperNet(FaceNet):
     """The search network: mixed-op cells, architecture parameters and a GDC embedding head.
 
     Args:
@@ -91,6 +93,9 @@ class SuperNet(nn.Module):
         gdc_groups: groups of the head's depthwise (GDC) conv.
     """
 
+    feature_taps: dict[str, str] = {"embedding": "tail"}
+    size_dependent_keys: tuple[str, ...] = ("tail.4.weight",)  # the GDC kernel
+
     def __init__(
         self,
         C: int = 16,
@@ -102,7 +107,7 @@ class SuperNet(nn.Module):
         width: int = 512,
         gdc_groups: int = 128,
     ):
-        super().__init__()
+        super().__init__(embedding_size, input_size)
         self.reductions = reduction_cells(n_cells)
         min_size = 2 ** (len(self.reductions) + 1)
         if input_size < min_size:
@@ -113,8 +118,6 @@ class SuperNet(nn.Module):
         if width % gdc_groups:
             raise ValueError(f"supernet width={width} is not divisible by gdc_groups={gdc_groups}")
         self.n_nodes = n_nodes
-        self.input_size = input_size
-        self.embedding_size = embedding_size
         stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem))
         self.cells = nn.ModuleList()
@@ -125,7 +128,7 @@ class SuperNet(nn.Module):
             cell = SearchCell(n_nodes, c_pp, c_p, channels, reduction, reduction_prev)
             self.cells.append(cell)
             c_pp, c_p, reduction_prev = c_p, cell.out_channels, reduction
-        kernel = final_map_size(input_size, len(self.reductions))
+        kernel = final_map_size(input_size, len(self.reductions) + 1)
         self.tail = gdc_head(c_p, width, kernel, gdc_groups, embedding_size)
         n_ops = len(PRIMITIVES)
         self.alpha_normal = nn.ParameterList(

@@ -1,9 +1,16 @@
-"""What every stage shares: backbone + margin head, verification as validation, optimisation.
+"""What every stage's LightningModule shares: backbone + margin head, the margin loss, logging of
+named loss terms, verification as validation, and optimisation.
 
-Stages differ only by their ``training_step``. Validation embeds each image of every configured
-verification set and its horizontal flip, adds the two (the flip-fused embedding), and feeds a
-:class:`VerificationMetric` per set; it logs ``val/<set>/acc``, ``val/<set>/tar@far=...``,
-``val/<set>/auc``, the mean accuracy over sets ``val/acc`` and its best so far ``val/acc_best``.
+Validation embeds each image of every configured verification set and its horizontal flip, adds
+the two (the flip-fused embedding), and feeds a :class:`VerificationMetric` per set; it logs
+``val/<set>/acc``, ``val/<set>/tar@far=...``, ``val/<set>/auc``, the mean accuracy over sets
+``val/acc`` and its best so far ``val/acc_best``.
+
+Optimisation: one optimiser and its per-step schedule by default (Lightning's automatic
+optimisation, gradient clipping by the Trainer). A stage that updates several optimisers in
+turn (adversarial KD, the search) optimises manually through :meth:`FaceModule.manual_step`,
+which clips exactly as the Trainer would (``trainer.gradient_clip_val`` and ``_algorithm``,
+handed over by the runner as :attr:`FaceModule.gradient_clip`).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
@@ -28,7 +36,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class FaceModule(L.LightningModule):
-    """Backbone + margin head with verification validation; subclasses define the loss."""
+    """Backbone + margin head with verification validation; subclasses define the step."""
 
     def __init__(
         self,
@@ -47,31 +55,59 @@ class FaceModule(L.LightningModule):
         self.val_metrics = nn.ModuleDict({n: VerificationMetric(s) for n, s in val_sets.items()})
         self.acc_best = MaxMetric()
         self.acc_best.persistent(True)  # a resumed run keeps its best accuracy
+        # (value, algorithm) for manual optimisation; the runner moves it from the Trainer
+        self.gradient_clip: tuple[float | None, str] = (None, "norm")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def embed_fused(self, images: torch.Tensor) -> torch.Tensor:
-        """Flip-fused embedding ``f(x) + f(flip(x))`` in one forward pass of both views."""
-        return embed_fused(self.backbone, images)
+    def margin_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the head's margin logits of the training identities."""
+        return F.cross_entropy(self.head(embeddings, labels), labels)
 
     def check_finite(self, **terms: torch.Tensor) -> None:
         for name, value in terms.items():
             if not torch.isfinite(value).all():
                 raise NonFiniteLossError(
                     f"train/{name} is {value.item()} at epoch {self.current_epoch}, global step "
-                    f"{self.global_step} (lr {self._current_lr():.3g}). Lower stage.optimizer.lr, "
-                    "keep trainer.gradient_clip_val, or use precision=32-true; resume from the "
-                    "last good state with ckpt_path=<run folder>/checkpoints/last.ckpt."
+                    f"{self.global_step} (lr {self._current_lr():.3g}). Lower the optimizer's "
+                    "lr, keep trainer.gradient_clip_val, or use precision=32-true; resume from "
+                    "the last good state with ckpt_path=<run folder>/checkpoints/last.ckpt."
                 )
 
     def _current_lr(self) -> float:
         opt = self.trainer.optimizers[0] if self._trainer is not None else None
         return float(opt.param_groups[0]["lr"]) if opt is not None else math.nan
 
+    def log_terms(self, terms: dict[str, torch.Tensor], total: str | None = "loss") -> torch.Tensor:
+        """Check and log each named term (``train/<name>``) and their sum (``train/<total>``,
+        not logged when ``total`` is None); returns the sum."""
+        self.check_finite(**terms)
+        loss = torch.stack(list(terms.values())).sum()
+        if total is not None:
+            self.log(f"train/{total}", loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()})
+        return loss
+
+    def manual_step(self, optimizer: Any, loss: torch.Tensor, scheduler: Any = None) -> None:
+        """Backward ``loss``, clip the optimiser's gradients as the Trainer would, step the
+        optimiser and its schedule."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.clip_optimizer(optimizer)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+
+    def clip_optimizer(self, optimizer: Any) -> None:
+        value, algorithm = self.gradient_clip
+        if value:
+            self.clip_gradients(optimizer, value, algorithm)
+
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         images, indices = batch[:2]
-        self.val_metrics[self.val_names[dataloader_idx]].update(self.embed_fused(images), indices)
+        metric = self.val_metrics[self.val_names[dataloader_idx]]
+        metric.update(embed_fused(self.backbone, images), indices)
 
     def on_validation_epoch_end(self) -> None:
         accs = []

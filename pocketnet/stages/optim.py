@@ -1,4 +1,5 @@
-"""Optimisers and per-step learning-rate schedules: linear warm-up then cosine / step / constant."""
+"""Optimisers (the ``optimizer`` group) and per-step learning-rate schedules (the ``scheduler``
+group): linear warm-up then cosine / step / constant."""
 
 from __future__ import annotations
 
@@ -8,24 +9,35 @@ from typing import Any
 
 import torch
 
-from pocketnet.config.schema import OptimizerName, SchedulerName
+__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "lr_factor_fn"]
 
-__all__ = ["build_optimizer", "lr_factor_fn"]
+OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], Any], torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(
+        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov
+    ),
+    "adamw": lambda params, c: torch.optim.AdamW(
+        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
+    ),
+}
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    """SGD (momentum, optional Nesterov) or AdamW from ``stage.optimizer``."""
-    params = [p for p in params if p.requires_grad]
-    name = OptimizerName(cfg.name)
-    if name is OptimizerName.sgd:
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-        )
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The optimiser ``cfg.name`` (an ``optimizer`` group option) over the trainable ``params``."""
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name={cfg.name!r} is not known; valid: {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[cfg.name]([p for p in params if p.requires_grad], cfg)
+
+
+# The lr multiplier after the warm-up: (scheduler cfg, step - warm-up, steps after the warm-up,
+# the milestones in steps) -> factor.
+SCHEDULES: dict[str, Callable[[Any, int, int, list[int]], float]] = {
+    "cosine": lambda c, step, span, _: (
+        c.min_lr_factor
+        + (1.0 - c.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, span))))
+    ),
+    "step": lambda c, step, _, milestones: c.gamma ** sum(step >= m for m in milestones),
+    "constant": lambda c, step, span, _: 1.0,
+}
 
 
 def lr_factor_fn(cfg: Any, total_steps: int, steps_per_epoch: float) -> Callable[[int], float]:
@@ -33,25 +45,21 @@ def lr_factor_fn(cfg: Any, total_steps: int, steps_per_epoch: float) -> Callable
 
     Warm-up and milestones are in epochs (fractions allowed) and converted with ``steps_per_epoch``.
     """
+    if cfg.name not in SCHEDULES:
+        raise ValueError(f"scheduler.name={cfg.name!r} is not known; valid: {sorted(SCHEDULES)}")
     if total_steps < 1:
         raise ValueError(f"training has {total_steps} steps: nothing to schedule")
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if warmup >= total_steps:
         raise ValueError(
-            f"stage.scheduler.warmup_epochs={cfg.warmup_epochs} covers all {total_steps} steps"
+            f"scheduler.warmup_epochs={cfg.warmup_epochs} covers all {total_steps} steps"
         )
-    milestones = sorted(int(round(m * steps_per_epoch)) for m in cfg.milestones)
-    name = SchedulerName(cfg.name)
-    start, floor, gamma = cfg.warmup_start_factor, cfg.min_lr_factor, cfg.gamma
+    milestones = sorted(int(round(m * steps_per_epoch)) for m in cfg.get("milestones", ()))
+    schedule, start = SCHEDULES[cfg.name], cfg.warmup_start_factor
 
     def factor(step: int) -> float:
         if step < warmup:
             return start + (1.0 - start) * step / warmup
-        if name is SchedulerName.cosine:
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if name is SchedulerName.step:
-            return gamma ** sum(step >= m for m in milestones)
-        return 1.0
+        return schedule(cfg, step - warmup, total_steps - warmup, [m - warmup for m in milestones])
 
     return factor

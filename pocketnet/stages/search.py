@@ -3,26 +3,35 @@
 Each step takes a weight batch and an architecture batch: first the alpha step (Adam, the
 first- or second-order gradient of the architecture-batch loss, see
 :mod:`pocketnet.search.architect`), then the weight step (SGD with the warm-up/cosine schedule,
-gradient norm clipped). Validation adds top-1 on the architecture half (``val/top1``,
-``val/top1_best``) to the verification sets' figures.
+gradients clipped by the Trainer's rule, see :meth:`FaceModule.manual_step`). Validation adds
+top-1 on the architecture half (``val/top1``, ``val/top1_best``) to the verification sets'
+figures.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
-import torch.nn.functional as F
+from omegaconf import DictConfig
 from torchmetrics import MaxMetric, MeanMetric
 
-from pocketnet.config.schema import OptimizerName, SearchOrder
+from pocketnet.config.schema import SearchOrder
+from pocketnet.evaluation.profile import count_flops, count_params
+from pocketnet.models.factory import head_from_config
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.pocketnet.network import PocketNet
 from pocketnet.search.architect import alpha_gradients, kept_buffers, virtual_step_terms
+from pocketnet.search.data import SearchDataModule
+from pocketnet.search.recorder import SearchRecorder
 from pocketnet.search.supernet import SuperNet
 from pocketnet.stages.base import FaceModule
+from pocketnet.stages.stage import STAGES
+from pocketnet.stages.training import Parts, TrainingStage
 
-__all__ = ["SearchModule"]
+__all__ = ["SearchModule", "SearchStage"]
 
 
 class SearchModule(FaceModule):
@@ -37,20 +46,17 @@ class SearchModule(FaceModule):
         arch_optimizer: Any,
         val_sets: dict[str, torch.Tensor],
         order: str = "second",
-        clip: float | None = 5.0,
         hessian_eps: float = 0.01,
     ):
         super().__init__(supernet, head, optimizer, scheduler, val_sets)
         self.automatic_optimization = False
         self.arch_cfg = arch_optimizer
         self.order = SearchOrder(order)
-        sgd = OptimizerName(optimizer.name) is OptimizerName.sgd
-        if self.order is SearchOrder.second and not sgd:
+        if self.order is SearchOrder.second and optimizer.name != "sgd":
             raise ValueError(
-                f"stage.order=second unrolls an SGD step; stage.optimizer.name={optimizer.name} "
-                "(use sgd, or stage.order=first)"
+                f"stage.order=second unrolls an SGD step; the optimizer is {optimizer.name} "
+                "(use optimizer@stage.optimizer=sgd, or stage.order=first)"
             )
-        self.clip = clip
         self.hessian_eps = hessian_eps
         self.top1 = MeanMetric()
         self.top1_best = MaxMetric()
@@ -75,10 +81,11 @@ class SearchModule(FaceModule):
         return [w_opt, a_opt], [w_schedule]
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the head's training logits."""
-        return F.cross_entropy(self.head(self.backbone(images), labels), labels)
+        """The margin loss of the supernet on a batch."""
+        return self.margin_loss(self.backbone(images), labels)
 
-    def _alpha_step(self, batch: dict[str, Any], w_opt: torch.optim.Optimizer) -> torch.Tensor:
+    def alpha_step(self, batch: dict[str, Any], w_opt: torch.optim.Optimizer) -> torch.Tensor:
+        """Set the alphas' gradients (first or second order); the architecture batch's loss."""
         (xw, yw), (xa, ya) = batch["weights"], batch["arch"]
         alphas = self.supernet.alphas()
         if self.order is SearchOrder.first:
@@ -102,32 +109,16 @@ class SearchModule(FaceModule):
             alpha.grad = grad
         return loss
 
-    def search_step(
-        self,
-        batch: dict[str, Any],
-        w_opt: torch.optim.Optimizer,
-        a_opt: torch.optim.Optimizer,
-        backward: Callable[[torch.Tensor], None],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One bi-level step: the alpha step, then the weight step (gradient norm clipped).
-        Returns the weight-batch and the architecture-batch losses."""
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The alpha step, then the weight step."""
+        w_opt, a_opt = self.optimizers()
         a_opt.zero_grad()
-        arch_loss = self._alpha_step(batch, getattr(w_opt, "optimizer", w_opt))
+        arch_loss = self.alpha_step(batch, w_opt.optimizer)
         self.check_finite(loss_arch=arch_loss)
         a_opt.step()
-        w_opt.zero_grad()
         loss = self.loss(*batch["weights"])
         self.check_finite(loss=loss)
-        backward(loss)
-        if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.weights(), self.clip)
-        w_opt.step()
-        return loss, arch_loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        w_opt, a_opt = self.optimizers()
-        loss, arch_loss = self.search_step(batch, w_opt, a_opt, self.manual_backward)
-        self.lr_schedulers().step()
+        self.manual_step(w_opt, loss, self.lr_schedulers())
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/loss_arch", arch_loss, prog_bar=True)
         return loss
@@ -147,3 +138,53 @@ class SearchModule(FaceModule):
         self.top1_best.update(top1)
         self.log("val/top1", top1, prog_bar=True)
         self.log("val/top1_best", self.top1_best.compute())
+
+
+@STAGES.register("search")
+class SearchStage(TrainingStage):
+    """``stage=search``: writes the best genotype (``genotype.yaml``) and per-epoch figures."""
+
+    has_backbone = False  # a supernet: train its genotype (backbone=pocketnet) to deploy
+
+    def build(self, cfg: DictConfig, output_dir: Path) -> Parts:
+        if str(cfg.trainer.precision).startswith("16"):
+            raise ValueError(
+                f"stage=search: trainer.precision={cfg.trainer.precision} is not supported (the "
+                "architecture gradient is taken outside AMP's loss scaler); use 32-true or "
+                "bf16-mixed"
+            )
+        split, size = cfg.stage.split, self.input_size(cfg)
+        datamodule = SearchDataModule(cfg.data, split.weight_fraction, split.seed)
+        supernet = SuperNet(**cfg.stage.supernet, input_size=size)
+        datamodule.prepare_data()
+        head = head_from_config(cfg.head, cfg.stage.supernet.embedding_size, datamodule.num_classes)
+        module = SearchModule(
+            supernet,
+            head,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            cfg.stage.arch_optimizer,
+            {v.name: v.issame for v in datamodule.val_sets},
+            cfg.stage.order,
+            cfg.stage.hessian_eps,
+        )
+        recorder = SearchRecorder(output_dir, cfg.stage.monitor)
+        about = {"order": SearchOrder(cfg.stage.order).value}
+        return Parts(module, datamodule, "supernet", [recorder], about)
+
+    def results(
+        self, cfg: DictConfig, trainer: L.Trainer, parts: Parts, output_dir: Path
+    ) -> dict[str, Any]:
+        """The best genotype's epoch, score and file, and its size as the ``stage.derived`` net."""
+        recorder = next(c for c in parts.callbacks if isinstance(c, SearchRecorder))
+        if recorder.best is None:
+            return {}
+        d, size = cfg.stage.derived, cfg.data.resolution
+        net = PocketNet(d.C, d.n_cells, d.embedding_size, recorder.best_genotype, size)
+        return {
+            "best top1": recorder.best[cfg.stage.monitor],
+            "best epoch": recorder.best["epoch"],
+            "derived params": count_params(net),
+            "derived MFLOPs": count_flops(net, size) / 1e6,
+            "genotype": str(output_dir / "genotype.yaml"),
+        }

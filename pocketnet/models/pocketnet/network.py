@@ -19,17 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pocketnet.models.base import FaceNet, final_map_size, gdc_conv
 from pocketnet.models.pocketnet.cells import Cell
 from pocketnet.models.pocketnet.genotype import Genotype, load_genotype
 
-__all__ = [
-    "PRESETS",
-    "PocketNet",
-    "build_pocketnet",
-    "final_map_size",
-    "gdc_head",
-    "reduction_cells",
-]
+__all__ = ["PRESETS", "PocketNet", "build_pocketnet", "gdc_head", "reduction_cells"]
 
 STEM_MULTIPLIER = 4
 
@@ -51,14 +45,6 @@ def reduction_cells(n_cells: int) -> tuple[int, ...]:
     return tuple(sorted({n_cells // 3, 2 * n_cells // 3, n_cells - 1}))
 
 
-def final_map_size(input_size: int, n_reductions: int = 3) -> int:
-    """Side of the last cell's map: the stem and each reduction take ``s`` to ``ceil(s / 2)``."""
-    size = input_size
-    for _ in range(n_reductions + 1):
-        size = (size + 1) // 2
-    return size
-
-
 def gdc_head(c_in: int, width: int, kernel: int, groups: int, embedding_size: int) -> nn.Sequential:
     """PReLU -> 1x1 conv to ``width`` -> BN -> PReLU -> ``kernel`` x ``kernel`` grouped conv
     without padding (GDC; depthwise when ``groups == width``) -> BN -> 1x1 conv -> BN."""
@@ -67,14 +53,13 @@ def gdc_head(c_in: int, width: int, kernel: int, groups: int, embedding_size: in
         nn.Conv2d(c_in, width, 1, bias=False),
         nn.BatchNorm2d(width),
         nn.PReLU(width),
-        nn.Conv2d(width, width, kernel, groups=groups, bias=False),
-        nn.BatchNorm2d(width),
+        *gdc_conv(width, kernel, groups),
         nn.Conv2d(width, embedding_size, 1, bias=False),
         nn.BatchNorm2d(embedding_size),
     )
 
 
-class PocketNet(nn.Module):
+class PocketNet(FaceNet):
     """PocketNet face embedding network.
 
     Args:
@@ -93,12 +78,9 @@ class PocketNet(nn.Module):
         genotype: Genotype | str | Path = "face",
         input_size: int = 112,
     ):
-        super().__init__()
-        if C < 1 or n_cells < 1 or embedding_size < 1:
-            raise ValueError(
-                f"C, n_cells and embedding_size must be positive, got {C}, {n_cells}, "
-                f"{embedding_size}"
-            )
+        super().__init__(embedding_size, input_size)
+        if C < 1 or n_cells < 1:
+            raise ValueError(f"C and n_cells must be positive, got {C}, {n_cells}")
         self.genotype = genotype if isinstance(genotype, Genotype) else load_genotype(genotype)
         reductions = reduction_cells(n_cells)
         min_size = 2 ** (len(reductions) + 1)
@@ -108,8 +90,6 @@ class PocketNet(nn.Module):
                 f"cells halve the map {len(reductions) + 1} times, so the input must be at "
                 f"least {min_size} pixels"
             )
-        self.input_size = input_size
-        self.embedding_size = embedding_size
         self.reductions = reductions
 
         stem_channels = STEM_MULTIPLIER * C
@@ -127,7 +107,7 @@ class PocketNet(nn.Module):
             c_pp, c_p, reduction_prev = c_p, cell.out_channels, reduction
 
         width = 1024 if embedding_size == 512 else 512
-        kernel = final_map_size(input_size, len(reductions))
+        kernel = final_map_size(input_size, len(reductions) + 1)
         self.tail = gdc_head(c_p, width, kernel, width, embedding_size)
         self._init_weights()
 
@@ -156,7 +136,7 @@ class PocketNet(nn.Module):
         return taps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        final = tuple(final_map_size(side, len(self.reductions)) for side in x.shape[-2:])
+        final = tuple(final_map_size(side, len(self.reductions) + 1) for side in x.shape[-2:])
         if final != self.tail[4].kernel_size:
             raise ValueError(
                 f"PocketNet built for input_size={self.input_size} got a "

@@ -1,0 +1,86 @@
+"""What every job (training, evaluation, export) shares around its work: the error a user sees
+as one line, the loggers and their wandb run, composing configs, the run folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = [
+    "CONF_DIR",
+    "SetupError",
+    "build_loggers",
+    "compose",
+    "finish_wandb",
+    "write_run_config",
+]
+
+
+class SetupError(Exception):
+    """A config or input mistake found before training starts (reported without traceback)."""
+
+
+def _conf_dir() -> Path:
+    """``conf/`` beside the package (source checkout / editable install) or inside it (wheel)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"pocketnet's conf/ folder is not beside {here}")
+
+
+CONF_DIR = _conf_dir()
+
+
+def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
+    """``conf/<config_name>.yaml`` composed with ``overrides`` by Hydra (typed, checked): inside
+    a running Hydra job with its config loader, elsewhere with a temporary one."""
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
+    """CSV and/or wandb (offline unless ``logger.wandb.offline=false``) in the run folder."""
+    loggers: list[Logger] = []
+    if cfg.csv is not None:
+        loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
+    if cfg.wandb is not None:
+        w = cfg.wandb
+        if w.offline:
+            os.environ["WANDB_MODE"] = "offline"
+        loggers.append(
+            WandbLogger(
+                project=w.project,
+                entity=w.entity,
+                group=w.group,
+                tags=list(w.tags),
+                offline=w.offline,
+                log_model=w.log_model,
+                save_dir=str(output_dir),
+            )
+        )
+    return loggers
+
+
+def finish_wandb() -> None:
+    """End this process's wandb run, so that the next run (a pipeline stage, a sweep job, an
+    evaluation) starts its own instead of reusing it."""
+    wandb = sys.modules.get("wandb")  # not imported: no run (and no slow import here)
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Create the run folder and write the resolved config there (``config.yaml``)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,0 +1,110 @@
+"""The pipeline (the main job): a teacher, then a student by the ``kd`` group from the teacher's
+bank, then the same student without KD; all three in one table and one ``results.json``.
+
+Each sub-run is a stage run of its own config, in ``<run>/teacher``, ``<run>/student_<kd>`` and
+``<run>/student``: the pipeline's config with the ``stage`` node composed by Hydra as
+``stage=teacher`` / ``stage=student`` (typed, with that stage's own defaults) and given the
+pipeline's optimiser, schedule and bank settings, the student's ``backbone`` from
+``stage.student_backbone``, and ``kd=none`` for the teacher and the plain student.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pocketnet.console import print_results
+from pocketnet.distill.methods import KD_METHODS
+from pocketnet.results import PipelineResult
+from pocketnet.runtime import SetupError, compose, write_run_config
+from pocketnet.stages.stage import STAGES, Stage
+
+__all__ = ["PipelineStage", "pipeline_configs"]
+
+STUDENT_BACKBONE = "backbone@stage.student_backbone"  # the override key of the student's net
+
+
+def _choice(key: str, default: str) -> str:
+    """The option Hydra chose for ``key`` in this job (``default`` outside a Hydra job)."""
+    if not HydraConfig.initialized():
+        return default
+    return str(HydraConfig.get().runtime.choices.get(key, default))
+
+
+def _sub_config(cfg: DictConfig, name: str, **nodes: DictConfig) -> DictConfig:
+    """The pipeline's config with ``nodes`` in place, run in ``<run>/<name>``."""
+    sub = copy.deepcopy(cfg)
+    with open_dict(sub):
+        for key, node in nodes.items():
+            sub[key] = node
+        sub.paths.output_dir = str(Path(cfg.paths.output_dir) / name)
+        sub.task_name = f"{cfg.task_name}/{name}"
+        sub.print_config = False
+    return sub
+
+
+def pipeline_configs(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The three sub-runs' configs: ``teacher``, ``student_<kd>``, ``student``."""
+    teacher = compose(["stage=teacher"]).stage
+    student = compose(["stage=student"]).stage
+    no_kd = compose(["kd=none"]).kd
+    bank = str(Path(cfg.paths.output_dir) / "teacher" / "teacher_bank")
+    for stage in (teacher, student):
+        stage.optimizer = cfg.stage.optimizer
+        stage.scheduler = cfg.stage.scheduler
+    teacher.bank = cfg.stage.bank
+    teacher.bank.dir = bank
+    student.teacher.bank = bank
+    plain = copy.deepcopy(student)
+    plain.teacher.bank = None
+    # the student's net refers to the teacher's (its embedding size): resolved here, typed still
+    student_net = cfg.stage.student_backbone
+    backbone = OmegaConf.merge(student_net, OmegaConf.to_container(student_net, resolve=True))
+    kd_run = f"student_{cfg.kd.name}"
+    return {
+        "teacher": _sub_config(cfg, "teacher", stage=teacher, kd=no_kd),
+        kd_run: _sub_config(cfg, kd_run, stage=student, backbone=backbone),
+        "student": _sub_config(cfg, "student", stage=plain, backbone=backbone, kd=no_kd),
+    }
+
+
+@STAGES.register("pipeline")
+class PipelineStage(Stage):
+    """``stage=pipeline``: teacher -> KD student -> plain student."""
+
+    def run(self, cfg: DictConfig) -> PipelineResult:
+        if cfg.kd.name == "none":
+            raise SetupError(
+                "stage=pipeline compares a KD student with the same student alone: choose a KD "
+                "method, e.g. kd=multi_step (valid: "
+                f"{', '.join(n for n in KD_METHODS.names() if n != 'none')})"
+            )
+        if cfg.ckpt_path is not None:
+            raise SetupError("ckpt_path resumes one stage; resume a pipeline run stage by stage")
+        write_run_config(cfg, Path(cfg.paths.output_dir))
+        runs = {
+            name: STAGES.get(sub.stage.name)().run(sub)
+            for name, sub in pipeline_configs(cfg).items()
+        }
+        kd_run = f"student_{cfg.kd.name}"
+        labels = {
+            "teacher": _choice("backbone", cfg.backbone.name),
+            kd_run: _choice(STUDENT_BACKBONE, cfg.stage.student_backbone.name),
+        }
+        labels["student"] = labels[kd_run]
+        table = [
+            {"model": f"{name} ({labels[name]})", "input": r.input_size, **r.figures()}
+            for name, r in runs.items()
+        ]
+        print_results(
+            f"{cfg.task_name}: teacher -> student by kd={cfg.kd.name} vs student alone "
+            f"(CPU ms: batch 1, {torch.get_num_threads()} threads)",
+            table,
+        )
+        result = PipelineResult(runs, kd_run)
+        result.save(Path(cfg.paths.output_dir) / cfg.results_file)
+        return result

@@ -1,0 +1,183 @@
+"""The training stages' shared run: a stage builds its parts (module, data, callbacks); this
+module adds loggers, callbacks and the Trainer, trains, and reports a :class:`RunResult`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pocketnet.callbacks import build_callbacks
+from pocketnet.console import print_results
+from pocketnet.data.datamodule import FaceDataModule
+from pocketnet.evaluation.practical import practical_metrics, write_practical
+from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
+from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.models.heads import MarginHead
+from pocketnet.results import RunResult
+from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
+from pocketnet.stages.base import FaceModule
+from pocketnet.stages.stage import Stage
+
+__all__ = ["Parts", "Run", "TrainingStage", "face_model", "fit", "setup_run"]
+
+
+@dataclass
+class Parts:
+    """What a training stage builds: its module and data, the callbacks it needs, the model's
+    name, and what the results should say of the set-up."""
+
+    module: FaceModule
+    datamodule: L.LightningDataModule
+    model: str
+    callbacks: list[L.Callback] = field(default_factory=list)
+    about: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """A stage run ready to train: the Trainer, the parts, the result so far (the profile)."""
+
+    trainer: L.Trainer
+    parts: Parts
+    result: RunResult
+
+
+class TrainingStage(Stage):
+    """A stage that trains one LightningModule."""
+
+    def build(self, cfg: DictConfig, output_dir: Path) -> Parts:
+        """The stage's parts. Set-up mistakes raise ValueError / OSError naming the key or file
+        (reported as one line); checks that need no data come before any data work."""
+        raise NotImplementedError
+
+    def results(
+        self, cfg: DictConfig, trainer: L.Trainer, parts: Parts, output_dir: Path
+    ) -> dict[str, Any]:
+        """What the stage adds to its results after training."""
+        return {}
+
+    def run(self, cfg: DictConfig) -> RunResult:
+        return fit(self, cfg)
+
+
+def face_model(
+    cfg: DictConfig, input_size: int
+) -> tuple[FaceDataModule, torch.nn.Module, MarginHead]:
+    """The data (prepared), the ``backbone`` at ``input_size`` and the ``head`` over the data's
+    identities: what the teacher and student stages train."""
+    datamodule = FaceDataModule(cfg.data, model_resolution=input_size)
+    backbone = backbone_from_config(cfg.backbone, input_size)
+    datamodule.prepare_data()
+    head = head_from_config(cfg.head, cfg.backbone.embedding_size, datamodule.num_classes)
+    return datamodule, backbone, head
+
+
+def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
+    """``trainer`` as Trainer arguments; a manually optimised module takes the clipping over."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if not module.automatic_optimization:
+        if kwargs["accumulate_grad_batches"] != 1:
+            raise ValueError(
+                f"{type(module).__name__} updates several optimisers in turn (manual "
+                "optimisation): trainer.accumulate_grad_batches must be 1"
+            )
+        module.gradient_clip = (kwargs["gradient_clip_val"], kwargs["gradient_clip_algorithm"])
+        kwargs["gradient_clip_val"] = None
+    return kwargs
+
+
+def setup_run(stage: TrainingStage, cfg: DictConfig, output_dir: Path) -> Run:
+    """The stage's parts, loggers, callbacks and Trainer, and the model's profile (size, FLOPs,
+    CPU latency), logged as ``model/*``."""
+    parts = stage.build(cfg, output_dir)
+    module, size = parts.module, stage.input_size(cfg)
+    kwargs = _trainer_kwargs(cfg, module)
+    loggers = build_loggers(cfg.logger, output_dir)
+    callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers))
+    trainer = L.Trainer(
+        **kwargs,
+        callbacks=callbacks + parts.callbacks,
+        logger=loggers,
+        default_root_dir=str(output_dir),
+    )
+    latency, latency_p90 = cpu_latency(module.backbone, size) if cfg.latency else (None, None)
+    result = RunResult(
+        stage=stage.name,
+        model=parts.model,
+        params=count_params(module.backbone),
+        head_params=count_params(module.head),
+        mflops=count_flops(module.backbone, size) / 1e6,
+        cpu_ms=latency,
+        cpu_ms_p90=latency_p90,
+        input_size=size,
+        embedding_size=int(module.backbone.embedding_size),
+        about=parts.about,
+    )
+    numbers = {f"model/{k.replace(' ', '_')}": v for k, v in result.row().items()}
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_metrics({k: v for k, v in numbers.items() if _is_number(v)}, step=0)
+    return Run(trainer, parts, result)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
+    """Train the stage's module on its data; the result is printed and saved in the run folder
+    (``results.json``, ``practical.json`` with ``practical=true``)."""
+    output_dir = Path(cfg.paths.output_dir)
+    write_run_config(cfg, output_dir)
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    try:
+        run = setup_run(stage, cfg, output_dir)
+    except (ValueError, OSError) as err:
+        raise SetupError(str(err)) from err
+    start = time.perf_counter()
+    try:
+        run.trainer.fit(
+            run.parts.module,
+            datamodule=run.parts.datamodule,
+            ckpt_path=cfg.ckpt_path,
+            weights_only=True,  # a checkpoint is untrusted (pocketnet.untrusted)
+        )
+        run.result.train_min = (time.perf_counter() - start) / 60
+        return _finish(stage, cfg, run, output_dir)
+    finally:
+        finish_wandb()
+
+
+def _finish(stage: TrainingStage, cfg: DictConfig, run: Run, output_dir: Path) -> RunResult:
+    trainer, module, result = run.trainer, run.parts.module, run.result
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith("val/") and torch.as_tensor(v).numel() == 1
+    }
+    result.metrics = metrics
+    for name in module.val_names:
+        prefix = f"val/{name}/"
+        result.sets[name] = {
+            k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)
+        }
+    result.best_acc = metrics.get("val/acc_best")
+    result.about.update(stage.results(cfg, trainer, run.parts, output_dir))
+    if cfg.practical and stage.has_backbone and trainer.is_global_zero:
+        practical = practical_metrics(module.backbone, result.input_size, output_dir / "artefacts")
+        write_practical(practical, output_dir / "practical.json")
+        numbers = {f"practical/{k}": v for k, v in practical.items() if _is_number(v)}
+        for logger in trainer.loggers:
+            logger.log_metrics(numbers, step=trainer.global_step)
+            logger.save()
+    if trainer.is_global_zero:
+        print_results(f"{cfg.task_name}: results", [result.row()])
+        result.save(output_dir / cfg.results_file)
+    return result

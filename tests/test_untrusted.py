@@ -1,0 +1,105 @@
+"""Files a user hands in never run code: every load is weights-only, and a refused file gets a
+one-line error saying it was refused as unsafe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
+from pocketnet.run import run
+from pocketnet.runtime import SetupError
+from pocketnet.untrusted import UnsafeFileError, load_torch_file
+from tests.conftest import compose_run
+
+BIN = Path(sys.executable).parent
+FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+FAST += ["backbone=resnet18_narrow"]
+
+
+class Payload:
+    """Pickled, it calls os.system when loaded (what a malicious backbone.pth does)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def evil(tmp_path) -> tuple[Path, Path]:
+    """A backbone.pth that would create ``marker`` if unpickled without restrictions."""
+    marker = tmp_path / "pwned"
+    net = timm.create_model("iresnet18", embedding_size=32, input_size=32)
+    state = net.state_dict()
+    state["fc.weight"] = Payload(marker)
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    return path, marker
+
+
+def test_an_unsafe_file_is_refused_without_running_it(evil):
+    path, marker = evil
+    with pytest.raises(UnsafeFileError, match=r"refused as unsafe.*system"):
+        load_torch_file(path)
+    assert not marker.exists()
+
+
+def test_pocketnet_eval_refuses_it_in_one_line(evil, tmp_path):
+    path, marker = evil
+    done = subprocess.run(
+        [str(BIN / "pocketnet-eval"), f"ckpt_path={path}", "backbone=iresnet18", "input_size=32"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert "refused as unsafe" in lines[-1] and "Traceback" not in done.stderr
+    assert "does not fit" not in done.stderr
+    assert not marker.exists()
+
+
+def test_teacher_files_and_resume_checkpoints_are_refused(evil, tmp_path):
+    path, marker = evil
+    student = [*FAST, "stage=student", "backbone=iresnet18", "kd=embedding"]
+    teacher = [f"stage.teacher.checkpoint={path}", "stage.teacher.backbone=iresnet18"]
+    teacher += ["stage.teacher.embedding_size=32", "stage.teacher.input_size=32"]
+    with pytest.raises(SetupError, match="refused as unsafe"):
+        run(compose_run(tmp_path / "a", [*student, *teacher]))
+    with pytest.raises(SetupError, match="refused as unsafe"):
+        run(
+            compose_run(
+                tmp_path / "b", [*FAST, "backbone=iresnet18", f"backbone.checkpoint={path}"]
+            )
+        )
+    with pytest.raises(SetupError, match="ckpt_path=.* refused as unsafe"):
+        run(compose_run(tmp_path / "c", [*FAST, f"ckpt_path={path}"]))
+    bank = TeacherBank(tmp_path / "bank")
+    bank.root.mkdir()
+    (bank.root / "epoch001.pt").write_bytes(path.read_bytes())
+    (bank.root / "index.json").write_text(
+        '{"format": 1, "total_steps": 1, "entries": '
+        '[{"file": "epoch001.pt", "epoch": 1, "step": 1, "fraction": 1.0}]}'
+    )
+    with pytest.raises(UnsafeFileError, match="teacher bank file .* refused as unsafe"):
+        bank.load(BankEntry("epoch001.pt", 1, 1, 1.0))
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error(tmp_path):
+    net = timm.create_model("iresnet18", embedding_size=32, input_size=32)
+    path = tmp_path / "last.ckpt"
+    torch.save(net.state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(SetupError, match="not a readable PyTorch file") as err:
+        run(compose_run(tmp_path, [*FAST, f"ckpt_path={path}"]))
+    assert "\n" not in str(err.value)
