@@ -33,6 +33,7 @@ def face_batch(batch):
     x = FaceBatchTransform("rgb")(batch[0])
     return FaceBatch(x, batch[1], torch.zeros_like(batch[1]), x)
 
+
 def build(cfg, num_classes: int):
     torch.manual_seed(0)
     backbone = backbone_from_config(cfg.backbone, cfg.data.resolution)

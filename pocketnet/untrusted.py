@@ -55,8 +55,7 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         detail = " ".join(str(err).split())[:200]
         raise ValueError(
-            f"{name} is not a readable PyTorch file (truncated or another format): "
-            f"{detail}"
+            f"{name} is not a readable PyTorch file (truncated or another format): {detail}"
         ) from None
 
 

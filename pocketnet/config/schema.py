@@ -33,13 +33,23 @@ class SearchOrder(str, Enum):
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation beyond the flip (``pocketnet/data/augment.py``); [1, 1] / 0: off."""
+
+    crop_scale: list[float] = MISSING  # random resized crop: area fraction range
+    crop_ratio: list[float] = MISSING  # and aspect ratio range (log-uniform)
+    color: float = MISSING  # brightness / contrast / saturation jitter, factor in [1-c, 1+c]
+
+
+@dataclass
 class DataConfig:
-    """What every data source shares: resolution, colour order, loaders."""
+    """What every data source shares: resolution, colour order, augmentation, loaders."""
 
     name: str = MISSING
     resolution: int = MISSING
     color: Color = MISSING
     flip: bool = MISSING
+    augment: AugmentConfig = MISSING
     batch_size: int = MISSING
     val_batch_size: int = MISSING
     num_workers: int = MISSING

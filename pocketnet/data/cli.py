@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pocketnet.data.face_rec import image_sizes, open_rec, pack_folder, unpack_rec, verify_rec
+from pocketnet.data.holdout import holdout_split
 from pocketnet.data.pairs import read_pairs
 from pocketnet.data.templates import read_template_set, write_lfw_template_set
 from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
@@ -118,6 +119,16 @@ def _info(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{path}: no such pack folder, .bin or pairs file")
 
 
+def _holdout(args: argparse.Namespace) -> None:
+    s = holdout_split(args.rec_dir, args.out_dir, args.identities, args.pairs, args.seed)
+    out = Path(args.out_dir)
+    print(
+        f"{out / 'train.rec'}: {s.train_images:,} images of {s.train_identities:,} identities; "
+        f"{out / 'holdout.bin'}: {s.pairs:,} pairs of {s.holdout_identities:,} held-out "
+        f"identities (seed {args.seed})"
+    )
+
+
 def _make_templates(args: argparse.Namespace) -> None:
     meta, pairs = write_lfw_template_set(
         args.images, args.out, args.negatives, args.seed, name=args.name
@@ -163,6 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=int, default=10_000, help="different-identity pairs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_make_templates)
+    p = sub.add_parser(
+        "holdout", help="hold identities of a pack out as verification pairs (a validation split)"
+    )
+    p.add_argument("rec_dir")
+    p.add_argument("out_dir", help="gets train.rec/.idx/property and holdout.bin")
+    p.add_argument("--identities", type=int, required=True, help="identities to hold out")
+    p.add_argument("--pairs", type=int, default=1000, help="pairs, a multiple of 20")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_holdout)
     p = sub.add_parser("verify", help="read and decode every record of a pack")
     p.add_argument("rec_dir")
     p.set_defaults(fn=_verify)

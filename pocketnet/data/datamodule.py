@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pocketnet.config.schema import Color
+from pocketnet.data.augment import BatchAugment
 from pocketnet.data.datasets import VerificationSet
 from pocketnet.data.sources import SOURCES
-from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.data.transforms import FaceBatchTransform, resize
 from pocketnet.data.transport import SlotCollate
 
 __all__ = ["FaceBatch", "FaceDataModule"]
@@ -54,6 +55,7 @@ class FaceDataModule(L.LightningDataModule):
             if self.model_resolution == cfg.resolution
             else FaceBatchTransform(color, self.model_resolution)
         )
+        self.augment = BatchAugment(cfg.augment)
         self.train_set: Dataset | None = None
         self.num_classes = 0
         self.val_sets: list[VerificationSet] = []
@@ -100,7 +102,17 @@ class FaceDataModule(L.LightningDataModule):
         if trainer is not None and trainer.training:
             images, labels, keys = batch
             x = self.transform(images)
-            student = x if self.model_transform is self.transform else self.model_transform(images)
+            if self.augment.active:  # one augmented face for both views
+                x = self.augment(x)
+                student = (
+                    x
+                    if self.model_resolution == self.cfg.resolution
+                    else resize(x, self.model_resolution)
+                )
+            elif self.model_transform is self.transform:
+                student = x
+            else:
+                student = self.model_transform(images)
             return FaceBatch(x, labels, keys, student)
         images, target, *_ = batch
         return self.model_transform(images), target

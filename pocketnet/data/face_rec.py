@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,7 @@ __all__ = [
     "rec_paths",
     "unpack_rec",
     "verify_rec",
+    "write_pack",
 ]
 
 log = logging.getLogger(__name__)
@@ -213,13 +214,29 @@ def pack_folder(
     is the first image's.
     """
     identities = scan_identity_folders(folder, skip_empty)
+    groups = [[path.read_bytes for path in files] for _, files in identities.folders]
+    names = [str(f) for _, files in identities.folders for f in files]
+    summary = write_pack(out_dir, groups, names, progress)
+    summary.skipped_folders = identities.skipped
+    return summary
+
+
+def write_pack(
+    out_dir: str | Path,
+    identities: Sequence[Sequence[Callable[[], bytes]]],
+    names: Sequence[str] | None = None,
+    progress: bool = True,
+) -> PackSummary:
+    """Write a classic-layout pack (``train.rec``, ``train.idx``, ``property``): identity ``i``'s
+    images are the bytes its callables return, stored as they are. ``names`` (one per image)
+    name an empty image in the error. The image size in ``property`` is the first image's."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = sum(len(files) for _, files in identities.folders)
-    if total + len(identities.folders) + 1 >= _MAX_FLOAT_KEY:
+    total = sum(len(images) for images in identities)
+    if total + len(identities) + 1 >= _MAX_FLOAT_KEY:
         raise ValueError(
-            f"{folder}: {total:,} images + {len(identities.folders):,} identities exceed the "
-            f"classic layout's float32 keys (< {_MAX_FLOAT_KEY:,}); split the data set"
+            f"{total:,} images + {len(identities):,} identities exceed the classic layout's "
+            f"float32 keys (< {_MAX_FLOAT_KEY:,}); split the data set"
         )
     first_id_key = total + 1
     size = None
@@ -227,17 +244,18 @@ def pack_folder(
         key = 1
         ranges = []
         bar = tqdm(total=total, desc="pack", unit="img", disable=not progress)
-        for label, (_, files) in enumerate(identities.folders):
+        for label, images in enumerate(identities):
             start = key
-            for path in files:
-                data = path.read_bytes()
+            for read in images:
+                data = read()
+                name = names[key - 1] if names else f"image {key - 1}"
                 if not data:
-                    raise ValueError(f"{path}: empty image file")
+                    raise ValueError(f"{name}: empty image file")
                 if size is None:
-                    size = tuple(decode_rgb(data, str(path)).shape[1:])
+                    size = tuple(decode_rgb(data, name).shape[1:])
                 writer.write(key, pack_record(IRHeader(0, float(label), key, 0), data))
                 key += 1
-            bar.update(len(files))
+            bar.update(len(images))
             ranges.append((start, key))
         bar.close()
         for i, (start, end) in enumerate(ranges):
@@ -247,14 +265,7 @@ def pack_folder(
         writer.write(0, pack_record(IRHeader(2, 0.0, 0, 0, (first_id_key, end_id_key))))
         split = writer.split_records
     (out_dir / "property").write_text(f"{len(ranges)},{size[0]},{size[1]}\n")
-    return PackSummary(
-        total,
-        len(ranges),
-        size,
-        split,
-        (out_dir / "train.rec").stat().st_size,
-        identities.skipped,
-    )
+    return PackSummary(total, len(ranges), size, split, (out_dir / "train.rec").stat().st_size)
 
 
 def unpack_rec(rec_dir: str | Path, out_folder: str | Path, progress: bool = True) -> int:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from pocketnet.data.buffers import empty_batch
 
-__all__ = ["FaceBatchTransform", "normalize", "random_hflip_"]
+__all__ = ["FaceBatchTransform", "normalize", "random_hflip_", "resize"]
 
 
 def random_hflip_(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
@@ -67,7 +67,13 @@ class FaceBatchTransform:
         if self.bgr:
             nhwc = nhwc.flip(3)
         x = normalize(nhwc).permute(0, 3, 1, 2)
-        size = (self.resolution, self.resolution)
-        if self.resolution and tuple(x.shape[2:]) != size:
-            x = F.interpolate(x, size, mode="bilinear", antialias=True, align_corners=False)
+        return resize(x, self.resolution) if self.resolution else x
+
+
+def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A float batch at ``resolution`` x ``resolution`` (bilinear, antialiased; as is when it
+    already is)."""
+    size = (resolution, resolution)
+    if tuple(x.shape[2:]) == size:
         return x
+    return F.interpolate(x, size, mode="bilinear", antialias=True, align_corners=False)
