@@ -29,13 +29,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import timm
 import torch
 from torch import nn
 
 import pocketnet  # noqa: F401  (registers the face backbones with timm)
-from pocketnet.evaluation.export import INPUT_NAME, export_onnx, file_size_mb, onnx_parity
+from pocketnet.evaluation.export import (
+    INPUT_NAME,
+    export_onnx,
+    file_size_mb,
+    onnx_parity,
+    onnxruntime,
+    ort_session,
+)
 
 
 def calibrate_bn(model: nn.Module, size: int, batch: int = 16) -> None:
@@ -94,11 +100,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, args.size, Path(tmp) / f"{args.model}.onnx")
         parity = onnx_parity(model, path, args.size, batch_sizes=(1, 7))
+        ort = onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, options)
         size_mb = file_size_mb(path)
 
     x = torch.rand(1, 3, args.size, args.size) * 2 - 1

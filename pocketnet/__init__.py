@@ -4,6 +4,12 @@ Importing the package registers its face backbones with timm (``iresnet*``, ``mo
 ``pocketnet_*``): ``timm.create_model("pocketnet_s_128", checkpoint_path=...)`` then works.
 """
 
-from pocketnet.models import timm_models as _timm_models  # noqa: F401  (registers the names)
+import os
+
+# ONNX Runtime's telemetry would send DNS queries from a background thread once imported; no
+# pocketnet command may touch the network (pocketnet.evaluation.export imports it lazily too).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from pocketnet.models import timm_models as _timm_models  # noqa: E402, F401  (registers the names)
 
 __version__ = "0.1.0"

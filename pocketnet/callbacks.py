@@ -7,12 +7,15 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch import callbacks as cb
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = ["SaveOnFailure", "build_callbacks"]
 
 
 class SaveOnFailure(L.Callback):
-    """On Ctrl-C, write ``interrupted.ckpt`` (full state: resume it with ``ckpt_path=``).
+    """On Ctrl-C or SIGTERM (a cluster's pre-emption, ``kill``), write ``interrupted.ckpt`` (full
+    state: resume it with ``ckpt_path=``). Lightning stops at the end of the current batch on
+    SIGTERM; the run then exits with code 143 (see :mod:`pocketnet.stages.training`).
 
     A non-finite loss is not saved here: the weights that produced it are already bad, and the
     error names the last good checkpoint instead.
@@ -24,7 +27,7 @@ class SaveOnFailure(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, module: L.LightningModule, err: BaseException
     ) -> None:
-        if isinstance(err, KeyboardInterrupt):
+        if isinstance(err, KeyboardInterrupt | SIGTERMException):
             trainer.save_checkpoint(self.path)
             print(f"\nSaved the training state to {self.path} (resume with ckpt_path={self.path})")
 

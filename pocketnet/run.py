@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from pocketnet.config.values import check_values
 from pocketnet.console import print_config_tree
 from pocketnet.results import PipelineResult, RunResult
 from pocketnet.runtime import SetupError
@@ -22,6 +23,7 @@ def run(cfg: DictConfig) -> RunResult | PipelineResult:
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise SetupError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     try:
+        check_values(cfg)
         stage = STAGES.get(cfg.stage.name)
         if cfg.ckpt_path is not None:  # refused here if unsafe or unreadable, before any work
             load_torch_file(cfg.ckpt_path, "ckpt_path")

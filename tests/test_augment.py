@@ -61,7 +61,8 @@ def test_draws_follow_the_seed_and_bad_ranges_are_refused():
 
 
 def test_both_views_of_a_training_batch_show_the_same_augmented_face(tmp_path):
-    overrides = ["data=tiny", "data.resolution=48", "resolution=r32", "stage=student"]
+    overrides = ["data=tiny", "data.batch_size=16", "data.resolution=48", "resolution=r32"]
+    overrides += ["stage=student"]
     overrides += ["data.augment.crop_scale=[0.5,0.9]", "data.augment.color=0.2"]
     cfg = compose_run(tmp_path, overrides)
     dm = FaceDataModule(cfg.data, model_resolution=32)

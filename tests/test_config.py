@@ -98,6 +98,12 @@ def test_debug_preset_shrinks_the_run(compose):
         ("kd=embeding", ["'embeding'", "multi_step", "Did you mean 'embedding'"]),
         ("kd.loss=hinge", ["'kd.loss'"]),
         ("resolution=r40", ["'r40'", "r48"]),
+        ("trainer.max_epochs=-2", ["trainer.max_epochs=-2 cannot be used", ">= 1"]),
+        ("trainer.max_epochs=0", ["trainer.max_epochs=0 cannot be used"]),
+        ("stage.optimizer.lr=-0.1", ["stage.optimizer.lr=-0.1", "finite number > 0"]),
+        ("stage.optimizer.lr=nan", ["stage.optimizer.lr=nan", "finite number > 0"]),
+        ("data.batch_size=0", ["data.batch_size=0", ">= 1"]),
+        ("data.resolution=7", ["data.resolution=7", ">= 16 pixels"]),
     ],
 )
 def test_config_mistakes_name_the_key_and_what_is_valid(override, expected):

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from pocketnet.data.encoded import CorruptImageError
+from pocketnet.data.encoded import CorruptImageError, decode_rgb
 from pocketnet.data.face_rec import (
     open_rec,
     pack_folder,
@@ -116,6 +116,18 @@ def test_pack_then_read_gives_the_same_bytes_and_labels(faces, tmp_path):
     images, labels, _ = dataset.__getitems__(list(range(len(dataset))))
     assert images.shape[1:] == (3, 112, 112)
     assert labels.tolist() == [lab for lab, files in enumerate(expected) for _ in files]
+
+
+def test_pack_refuses_a_text_file_named_jpg_and_decode_names_the_file(faces, tmp_path):
+    folders = tmp_path / "faces"
+    shutil.copytree(faces, folders)
+    fake = next(folders.iterdir()) / "zzz_notes.jpg"
+    fake.write_text("not a face")
+    with pytest.raises(ValueError, match=r"zzz_notes.jpg: not an image \(first bytes b'not a fa"):
+        pack_folder(folders, tmp_path / "pack", progress=False)
+    with pytest.raises(CorruptImageError, match=r"^notes.jpg: .*not an image format") as err:
+        decode_rgb(b"not a face", "notes.jpg")
+    assert "BytesIO" not in str(err.value)
 
 
 def test_pack_then_unpack_gives_the_same_files(faces, tmp_path):

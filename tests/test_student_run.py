@@ -1,6 +1,7 @@
 """The student stage end to end: real teacher banks, real Lightning runs, every KD type."""
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -137,7 +138,9 @@ def test_multi_step_swaps_the_scheduled_teacher_each_epoch_and_after_resume(tmp_
     _fit_with_spy(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
-    assert state["callbacks"]["TeacherSwapCallback"] == {"active": names[1]}
+    swap = state["callbacks"]["TeacherSwapCallback"]
+    assert (swap["active"], swap["bank"]) == (names[1], str(bank.resolve()))
+    assert swap["sha256"] == hashlib.sha256((bank / names[1]).read_bytes()).hexdigest()
     resumed = _student(tmp_path / "b", bank, "kd=multi_step")
     _, _, spy = _fit_with_spy(resumed, ckpt_path=str(last))
     assert spy.at_start == names[1]  # the checkpoint's teacher, before any batch
@@ -153,6 +156,18 @@ def test_multi_step_swaps_the_scheduled_teacher_each_epoch_and_after_resume(tmp_
     resumed = _student(tmp_path / "d", bank, "kd=multi_step")
     _, _, spy = _fit_with_spy(resumed, ckpt_path=str(last))
     assert spy.at_start == names[2]
+
+
+def test_multi_step_refuses_to_resume_against_another_bank(tmp_path, bank):
+    first = _student(tmp_path / "a", bank, "kd=multi_step", "trainer.max_epochs=1")
+    run(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    other = compose_run(tmp_path / "t", [*TEACHER, "seed=7"])  # same files, other weights
+    run(other)
+    other_bank = Path(other.stage.bank.dir)
+    resumed = _student(tmp_path / "b", other_bank, "kd=multi_step", f"ckpt_path={last}")
+    with pytest.raises(SetupError, match=r"learned from .*teacher_bank/epoch001.* is another file"):
+        run(resumed)
 
 
 def test_multi_step_by_fraction(tmp_path, bank):

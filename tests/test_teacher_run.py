@@ -85,6 +85,17 @@ def test_resume_continues_the_step_counter(tmp_path):
     assert (state["epoch"], state["global_step"]) == (2, 9)
 
 
+def test_resuming_another_model_is_one_line_before_training(tmp_path):
+    first = compose_run(tmp_path / "a", [*FAST, "trainer.max_epochs=1"])
+    run(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    other = compose_run(tmp_path / "b", [*FAST, "backbone.embedding_size=16", f"ckpt_path={last}"])
+    message = r"holds another model.*fc.weight is \(32, 1024\) there, \(16, 1024\) here"
+    with pytest.raises(SetupError, match=message) as e:
+        run(other)
+    assert "\n" not in str(e.value)
+
+
 def test_missing_checkpoint_is_reported_before_training(tmp_path):
     cfg = compose_run(tmp_path, [*FAST, f"ckpt_path={tmp_path}/nope.ckpt"])
     with pytest.raises(SetupError, match="nope.ckpt: no such checkpoint"):
@@ -94,6 +105,12 @@ def test_missing_checkpoint_is_reported_before_training(tmp_path):
 def test_empty_dataset_is_reported_before_training(tmp_path):
     cfg = compose_run(tmp_path, [*FAST, "data.num_train_identities=0"])
     with pytest.raises(SetupError, match="num_train_identities"):
+        run(cfg)
+
+
+def test_a_batch_larger_than_the_data_is_refused_before_training(tmp_path):
+    cfg = compose_run(tmp_path, [*FAST, "data.batch_size=128"])  # data=tiny has 64 images
+    with pytest.raises(SetupError, match=r"64 training images make no full batch.*<= 64"):
         run(cfg)
 
 
@@ -107,8 +124,11 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
             "stage.scheduler.warmup_epochs=0",
         ],
     )
-    with pytest.raises(NonFiniteLossError, match=r"train/loss_margin is (nan|inf).*last.ckpt"):
+    with pytest.raises(NonFiniteLossError, match=r"train/loss_margin is (nan|inf)") as err:
         run(cfg)
+    assert "lower the optimizer's lr; clip gradients" in str(err.value)
+    assert "precision" not in str(err.value)  # it is 32-true already
+    assert "last.ckpt" not in str(err.value)  # none was written before the first steps
 
 
 def test_unusable_data_path_is_reported_before_training(tmp_path):

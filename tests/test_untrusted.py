@@ -103,3 +103,42 @@ def test_a_truncated_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(SetupError, match="not a readable PyTorch file") as err:
         run(compose_run(tmp_path, [*FAST, f"ckpt_path={path}"]))
     assert "\n" not in str(err.value)
+
+
+def test_an_unwritable_checkpoint_folder_stops_the_run_before_training(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    checkpoints.chmod(0o500)
+    try:
+        if os.access(checkpoints, os.W_OK):  # root may write anywhere: make it a file instead
+            checkpoints.chmod(0o700)
+            checkpoints.rmdir()
+            checkpoints.write_text("a file where the checkpoint folder should be")
+        with pytest.raises(SetupError, match=r"checkpoints is not writable"):
+            run(compose_run(tmp_path, FAST))
+    finally:
+        if checkpoints.is_dir():
+            checkpoints.chmod(0o700)
+
+
+def test_checkpoints_are_written_beside_their_target(tmp_path, monkeypatch):
+    from pocketnet.checkpoint_io import AtomicCheckpointIO
+
+    elsewhere = tmp_path / "tmpdir"
+    elsewhere.mkdir()
+    monkeypatch.setenv("TMPDIR", str(elsewhere))
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append((Path(src), Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    AtomicCheckpointIO().save_checkpoint({"w": torch.ones(3)}, tmp_path / "ck" / "last.ckpt")
+    ((src, dst),) = seen
+    assert src.parent == dst.parent == tmp_path / "ck" and not list(elsewhere.iterdir())
+    assert torch.load(dst, weights_only=True)["w"].tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(OSError):  # an error reaches the caller (Lightning's writer swallowed it)
+        AtomicCheckpointIO().save_checkpoint({}, tmp_path / "ck" / "last.ckpt" / "x")
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.ckpt"]  # no leftovers

@@ -20,6 +20,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from pocketnet.config.values import check_values
 from pocketnet.runtime import compose
 
 __all__ = ["ConfigError", "check_overrides"]
@@ -108,3 +109,7 @@ def check_overrides(overrides: list[str], config_name: str = "config") -> None:
         OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(_explain(err, job, config_name)) from None
+    try:
+        check_values(cfg)
+    except (ValueError, OmegaConfBaseException) as err:
+        raise ConfigError(str(err).split("\n")[0]) from None

@@ -16,7 +16,16 @@ from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform, resize
 from pocketnet.data.transport import SlotCollate
 
-__all__ = ["FaceBatch", "FaceDataModule"]
+__all__ = ["FaceBatch", "FaceDataModule", "check_batch_fits"]
+
+
+def check_batch_fits(size: int, batch_size: int, what: str) -> None:
+    """Training drops the last partial batch: fewer samples than a batch train nothing."""
+    if size < batch_size:
+        raise ValueError(
+            f"data: {size} {what} make no full batch of data.batch_size={batch_size}, so "
+            f"training would have 0 steps; set data.batch_size <= {size}"
+        )
 
 
 class FaceBatch(NamedTuple):
@@ -64,6 +73,7 @@ class FaceDataModule(L.LightningDataModule):
         """Generate or read everything once (also done by :meth:`setup` when needed)."""
         if self.train_set is None:
             self.train_set, self.num_classes, self.val_sets = SOURCES[self.cfg.name](self.cfg)
+            check_batch_fits(len(self.train_set), self.cfg.batch_size, "training images")
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()

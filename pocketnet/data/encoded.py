@@ -103,6 +103,8 @@ def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
             return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     except (RuntimeError, OSError, UnidentifiedImageError, ValueError) as e:
         reason = str(e).splitlines()[-1] if str(e) else type(e).__name__
+        if isinstance(e, UnidentifiedImageError):  # PIL names its BytesIO, not the file
+            reason = f"not an image format PIL knows (first bytes {magic!r})"
         raise CorruptImageError(
             f"{where + ': ' if where else ''}cannot decode image ({len(data)} bytes): {reason}"
         ) from None

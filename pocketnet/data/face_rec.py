@@ -251,6 +251,11 @@ def write_pack(
                 name = names[key - 1] if names else f"image {key - 1}"
                 if not data:
                     raise ValueError(f"{name}: empty image file")
+                if not bytes(data[:4]).startswith(tuple(_EXTENSIONS)):
+                    raise ValueError(
+                        f"{name}: not an image (first bytes {bytes(data[:8])!r}); known: "
+                        f"{sorted(set(_EXTENSIONS.values()))}"
+                    )
                 if size is None:
                     size = tuple(decode_rgb(data, name).shape[1:])
                 writer.write(key, pack_record(IRHeader(0, float(label), key, 0), data))

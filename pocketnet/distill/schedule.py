@@ -101,7 +101,7 @@ class TeacherSwapCallback(L.Callback):
     def __init__(self, schedule: TeacherSchedule, loaded: str | None = None):
         self.schedule = schedule
         self.active = loaded
-        self.resumed: str | None = None
+        self.resumed: dict[str, Any] | None = None
 
     def _use(self, module: Any, entry: BankEntry) -> None:
         if entry.file != self.active:
@@ -111,13 +111,30 @@ class TeacherSwapCallback(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.resumed is not None:  # the teacher of the checkpoint, before any batch
-            entry = next((e for e in self.schedule.bank.entries() if e.file == self.resumed), None)
-            if entry is None:
-                raise FileNotFoundError(
-                    f"the resumed run used teacher {self.resumed}, which the bank "
-                    f"{self.schedule.bank.root} no longer lists"
-                )
-            self._use(module, entry)
+            self._use(module, self._resumed_entry(self.resumed))
+
+    def check_resumed_state(self, state: dict[str, Any] | None) -> None:
+        """Before training: a checkpoint's teacher must be in this bank, as the same file."""
+        if state and state.get("active"):
+            self._resumed_entry(state)
+
+    def _resumed_entry(self, state: dict[str, Any]) -> BankEntry:
+        """The bank entry a checkpoint's teacher was, checked to be the same file."""
+        bank, file = self.schedule.bank, state["active"]
+        entry = next((e for e in bank.entries() if e.file == file), None)
+        if entry is None:
+            raise FileNotFoundError(
+                f"the resumed run used teacher {file}, which the bank {bank.root} no longer lists"
+            )
+        saved = state.get("sha256")
+        if saved and bank.digest(entry) != saved:
+            raise ValueError(
+                f"the resumed run learned from {state.get('bank', '?')}/{file} (sha256 "
+                f"{saved[:12]}), but {bank.root.resolve()}/{file} is another file (sha256 "
+                f"{bank.digest(entry)[:12]}): resume with the bank the run used "
+                "(stage.teacher.bank=...)"
+            )
+        return entry
 
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
@@ -129,7 +146,11 @@ class TeacherSwapCallback(L.Callback):
         self._use(module, self.schedule.entry_at(epoch, fraction))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"active": self.active}
+        """The active teacher file, its bank and its content hash."""
+        bank = self.schedule.bank
+        entry = next((e for e in bank.entries() if e.file == self.active), None)
+        digest = bank.digest(entry) if entry is not None else ""
+        return {"active": self.active, "bank": str(bank.root.resolve()), "sha256": digest}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resumed = state_dict.get("active")
+        self.resumed = dict(state_dict) if state_dict.get("active") else None

@@ -15,8 +15,8 @@ interrupted run leaves a consistent bank.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from pocketnet.checkpoint_io import atomic_write
 from pocketnet.untrusted import load_torch_file
 
 __all__ = ["BankEntry", "TeacherBank", "TeacherBankCallback"]
@@ -39,6 +40,15 @@ class BankEntry:
     step: int
     fraction: float
     metrics: dict[str, float] = field(default_factory=dict)
+    sha256: str = ""  # of the file's bytes (older banks: empty, computed when needed)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class TeacherBank:
@@ -67,9 +77,14 @@ class TeacherBank:
             raise FileNotFoundError(f"teacher bank {self.root}: {entry.file} listed but missing")
         return load_torch_file(path, "teacher bank file")
 
+    def digest(self, entry: BankEntry) -> str:
+        """The SHA-256 of an entry's file: from the index, or read from the file."""
+        return entry.sha256 or file_sha256(self.root / entry.file)
+
     def add(self, payload: dict[str, Any], entry: BankEntry, total_steps: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _atomic_save(lambda f: torch.save(payload, f), self.root / entry.file)
+        atomic_write(self.root / entry.file, lambda f: torch.save(payload, f))
+        entry.sha256 = file_sha256(self.root / entry.file)
         entries = self.entries() if self.index_path.is_file() else []
         entries = [e for e in entries if e.file != entry.file] + [entry]
         index = {
@@ -77,14 +92,7 @@ class TeacherBank:
             "total_steps": total_steps,
             "entries": [asdict(e) for e in entries],
         }
-        _atomic_save(lambda f: f.write(json.dumps(index, indent=1).encode()), self.index_path)
-
-
-def _atomic_save(write, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+        atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=1).encode()))
 
 
 class TeacherBankCallback(L.Callback):

@@ -9,6 +9,10 @@ no ``onnxscript``, and gives a symbolic batch that ONNX Runtime matches to ~1e-5
 
 Files are written atomically: to a temporary file beside the target, then renamed over it, so an
 interrupted or failed write never leaves a partial file (and keeps an older one intact).
+
+ONNX Runtime is imported only where a session is made (:func:`ort_session`), with its telemetry
+off (``ORT_DISABLE_TELEMETRY=1``, also set by ``import pocketnet``): imported, it would otherwise
+send DNS queries for Microsoft's telemetry host from a background thread.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
@@ -98,6 +102,20 @@ def export_onnx(model: nn.Module, input_size: int, path: str | Path, opset: int 
         ) from e
 
 
+def onnxruntime() -> Any:
+    """The ``onnxruntime`` module, imported with its telemetry off (see the module docstring)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime as ort  # here only: its import starts the telemetry thread
+
+    return ort
+
+
+def ort_session(path: str | Path, options: Any = None) -> Any:
+    """An ONNX Runtime CPU session on ``path`` (``options``: an ``ort.SessionOptions``)."""
+    ort = onnxruntime()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def onnx_parity(
     model: nn.Module,
     path: str | Path,
@@ -116,7 +134,7 @@ def onnx_parity(
     ]
     with _eval_cpu_fp32(model), torch.no_grad():
         expected = [model(x).numpy() for x in inputs]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort_session(path)
     diffs: dict[int, float] = {}
     for batch, x, want in zip(batch_sizes, inputs, expected, strict=True):
         (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})

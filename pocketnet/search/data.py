@@ -15,7 +15,7 @@ import numpy as np
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Subset
 
-from pocketnet.data.datamodule import FaceDataModule
+from pocketnet.data.datamodule import FaceDataModule, check_batch_fits
 
 __all__ = ["SearchDataModule", "identity_split"]
 
@@ -59,6 +59,8 @@ class SearchDataModule(FaceDataModule):
             labels = np.asarray(self.train_set.labels)
             w, a = identity_split(labels, self.weight_fraction, self.split_seed)
             self.halves = {"weights": Subset(self.train_set, w), "arch": Subset(self.train_set, a)}
+            for name, half in self.halves.items():
+                check_batch_fits(len(half), self.cfg.batch_size, f"images in the {name} half")
 
     def train_dataloader(self) -> CombinedLoader:
         size = self.cfg.batch_size

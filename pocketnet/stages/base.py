@@ -16,6 +16,7 @@ handed over by the runner as :attr:`FaceModule.gradient_clip`).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -70,10 +71,23 @@ class FaceModule(L.LightningModule):
             if not torch.isfinite(value).all():
                 raise NonFiniteLossError(
                     f"train/{name} is {value.item()} at epoch {self.current_epoch}, global step "
-                    f"{self.global_step} (lr {self._current_lr():.3g}). Lower the optimizer's "
-                    "lr, keep trainer.gradient_clip_val, or use precision=32-true; resume from "
-                    "the last good state with ckpt_path=<run folder>/checkpoints/last.ckpt."
+                    f"{self.global_step} (lr {self._current_lr():.3g}). {self._nan_advice()}"
                 )
+
+    def _nan_advice(self) -> str:
+        """What may help, from what this run actually has."""
+        advice = ["lower the optimizer's lr"]
+        trainer = self._trainer
+        if trainer is not None and trainer.gradient_clip_val is None and not self.gradient_clip[0]:
+            advice.append("clip gradients (trainer.gradient_clip_val=5)")
+        if trainer is not None and str(trainer.precision) != "32-true":
+            advice.append("train in trainer.precision=32-true")
+        text = "Try: " + "; ".join(advice) + "."
+        folders = [c.dirpath for c in getattr(trainer, "checkpoint_callbacks", []) if c.dirpath]
+        last = [Path(f) / "last.ckpt" for f in folders if (Path(f) / "last.ckpt").is_file()]
+        if last:
+            text += f" Resume from the last good state with ckpt_path={last[0]}"
+        return text
 
     def _current_lr(self) -> float:
         opt = self.trainer.optimizers[0] if self._trainer is not None else None

@@ -3,6 +3,8 @@ module adds loggers, callbacks and the Trainer, trains, and reports a :class:`Ru
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +12,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from pocketnet.callbacks import build_callbacks
+from pocketnet.callbacks import SaveOnFailure, build_callbacks
+from pocketnet.checkpoint_io import AtomicCheckpointIO, check_writable
 from pocketnet.console import print_results
 from pocketnet.data.datamodule import FaceDataModule
 from pocketnet.evaluation.practical import practical_metrics, write_practical
@@ -23,6 +27,7 @@ from pocketnet.results import RunResult
 from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
+from pocketnet.untrusted import load_torch_file
 
 __all__ = ["Parts", "Run", "TrainingStage", "face_model", "fit", "setup_run"]
 
@@ -78,6 +83,17 @@ def face_model(
     return datamodule, backbone, head
 
 
+def _output_folders(cfg: DictConfig, output_dir: Path) -> list[Path]:
+    """Where the run writes: its folder, the checkpoints, the teacher bank."""
+    folders = [output_dir]
+    if cfg.callbacks.checkpoint is not None:
+        folders.append(Path(cfg.callbacks.checkpoint.dirpath))
+    bank = cfg.stage.get("bank")
+    if bank is not None and bank.enabled:
+        folders.append(Path(bank.dir))
+    return folders
+
+
 def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     """``trainer`` as Trainer arguments; a manually optimised module takes the clipping over."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -105,6 +121,7 @@ def setup_run(stage: TrainingStage, cfg: DictConfig, output_dir: Path) -> Run:
         callbacks=callbacks + parts.callbacks,
         logger=loggers,
         default_root_dir=str(output_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     latency, latency_p90 = cpu_latency(module.backbone, size) if cfg.latency else (None, None)
     result = RunResult(
@@ -130,15 +147,47 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _check_resumable(run: Run, ckpt_path: str) -> None:
+    """The checkpoint's weights fit this run's module (same keys, same shapes), and callbacks
+    with a ``check_resumed_state`` accept their saved state (the teacher it used)."""
+    module = run.parts.module
+    payload = load_torch_file(ckpt_path, "ckpt_path")
+    theirs = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not isinstance(theirs, dict):
+        raise ValueError(f"ckpt_path={ckpt_path} is not a Lightning checkpoint (no state_dict)")
+    ours = module.state_dict()
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    shapes = [k for k in ours if k in theirs and tuple(ours[k].shape) != tuple(theirs[k].shape)]
+    if missing or extra or shapes:
+        first = (
+            f"{shapes[0]} is {tuple(theirs[shapes[0]].shape)} there, "
+            f"{tuple(ours[shapes[0]].shape)} here"
+            if shapes
+            else f"keys only here {missing[:3]}, only there {extra[:3]}"
+        )
+        raise ValueError(
+            f"ckpt_path={ckpt_path} holds another model than this run builds ({first}; "
+            f"{len(missing) + len(extra) + len(shapes)} differences): resume with the config "
+            "of the run that wrote it"
+        )
+    states = payload.get("callbacks", {})
+    for callback in run.trainer.callbacks:
+        if hasattr(callback, "check_resumed_state"):
+            callback.check_resumed_state(states.get(callback.state_key))
+
+
 def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
     """Train the stage's module on its data; the result is printed and saved in the run folder
     (``results.json``, ``practical.json`` with ``practical=true``)."""
     output_dir = Path(cfg.paths.output_dir)
-    write_run_config(cfg, output_dir)
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
     try:
+        check_writable(*_output_folders(cfg, output_dir))
+        write_run_config(cfg, output_dir)
+        if cfg.seed is not None:
+            L.seed_everything(cfg.seed, workers=True)
         run = setup_run(stage, cfg, output_dir)
+        if cfg.ckpt_path is not None:
+            _check_resumable(run, cfg.ckpt_path)
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
     start = time.perf_counter()
@@ -151,6 +200,10 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
         )
         run.result.train_min = (time.perf_counter() - start) / 60
         return _finish(stage, cfg, run, output_dir)
+    except SIGTERMException:  # Lightning's is a SystemExit with code 0: a stop is no success
+        saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))
+        print(f"error: stopped by SIGTERM; resume with ckpt_path={saved}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         finish_wandb()
 

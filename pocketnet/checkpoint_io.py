@@ -1,0 +1,62 @@
+"""How runs write checkpoints: atomically beside the target, and never silently not at all.
+
+Lightning's own writer goes through a temporary file in ``$TMPDIR`` (a kill leaves it there, and
+on another filesystem the final move is a copy, not atomic) and ignores a ``PermissionError``
+(a run into an unwritable folder finished with no checkpoint). :class:`AtomicCheckpointIO`
+writes ``<name>.tmp<pid>`` in the target's folder and renames it over the target; any error
+reaches the run. :func:`check_writable` tests a run's output folders before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "atomic_write", "check_writable"]
+
+
+def atomic_write(path: str | Path, write: Any) -> None:
+    """Call ``write(file)`` on ``<path>.tmp<pid>`` beside ``path``, flush it to disk, rename it
+    over ``path``; the temporary file is removed when writing fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints through :func:`atomic_write`."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"storage_options are not supported, got {storage_options!r}")
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
+def check_writable(*folders: str | Path) -> None:
+    """Create each folder and a file in it, or raise OSError naming the folder."""
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write_test{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise OSError(
+                f"{folder} is not writable ({err.strerror or err}): a run writes its checkpoints "
+                "and results there; choose another folder (hydra.run.dir=..., paths.log_dir=...)"
+            ) from None

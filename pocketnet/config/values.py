@@ -1,0 +1,41 @@
+"""Values a key's type admits but a run cannot use, refused before anything starts, in one line
+naming the key, the value and what is valid (types and unknown keys are the schemas' job)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["check_values"]
+
+MIN_RESOLUTION = 16  # the smallest input every face net here reduces to a 1x1 map
+
+# (key, valid?, what is valid); a key the config does not have is not checked
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("trainer.max_epochs", lambda v: v >= 1 or v == -1, ">= 1 (or -1 with trainer.max_steps)"),
+    ("stage.optimizer.lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    ("stage.optimizer.weight_decay", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    ("stage.optimizer.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.batch_size", lambda v: v >= 1, ">= 1"),
+    ("data.val_batch_size", lambda v: v >= 1, ">= 1"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.resolution", lambda v: v >= MIN_RESOLUTION, f">= {MIN_RESOLUTION} pixels"),
+    ("resolution.student", lambda v: v >= MIN_RESOLUTION, f">= {MIN_RESOLUTION} pixels"),
+    ("head.s", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    ("trainer.gradient_clip_val", lambda v: v is None or v > 0, "> 0, or null for no clipping"),
+]
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raise ValueError for the first value of ``cfg`` that no run can use."""
+    for key, valid, what in RULES:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if value is None and key != "trainer.gradient_clip_val":
+            continue
+        if not valid(value):
+            raise ValueError(f"{key}={value} cannot be used: it must be {what}")
+    if OmegaConf.select(cfg, "trainer.max_epochs") == -1 and cfg.trainer.max_steps <= 0:
+        raise ValueError("trainer.max_epochs=-1 trains forever unless trainer.max_steps > 0")
