@@ -55,7 +55,7 @@ def test_verify_reports_the_first_bad_record(tmp_path, capsys):
     assert (
         f"pocketnet-data verify: error: {tmp_path / 'pack' / 'train.rec'}: key {key} at byte" in err
     )
-    assert "cannot decode image" in err
+    assert "corrupt JPEG" in err
 
 
 def test_unsafe_bin_and_missing_paths_are_reported(tmp_path, capsys):

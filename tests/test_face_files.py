@@ -208,18 +208,40 @@ def test_bad_data_paths_stop_before_training(tmp_path, override, message):
         run(cfg)
 
 
-def test_jpegs_decode_to_torchvisions_pixels_and_damage_is_left_to_torchvision():
+def test_jpegs_decode_to_torchvisions_pixels_and_damage_is_an_error():
     source = rec_dataset(LFW_DEV)[0].source
     for i in range(0, len(source), 7):  # 954 of the pack's real JPEGs
         data = bytes(source.read(i)[0])
         want = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
         assert torch.equal(decode_rgb(data), want), source.where(i)
-    # recoverable damage (torchvision warns and decodes), then a truncated JPEG (an error)
+    # damage libjpeg only warns about (torchvision decodes it), then a truncated JPEG
     data = bytes(source.read(0)[0])
-    damaged = data[:-2] + b"xy" + data[-2:]
-    assert torch.equal(decode_rgb(damaged), decode_rgb(data))
-    with pytest.raises(CorruptImageError, match=r"rec: cannot decode image \(2000 bytes\)"):
+    damaged = data[:-2] + bytes(64) + data[-2:]
+    decode_jpeg(torch.frombuffer(bytearray(damaged), dtype=torch.uint8))  # accepted there
+    with pytest.raises(CorruptImageError, match=r"rec 7: corrupt JPEG .*extraneous bytes"):
+        decode_rgb(damaged, "rec 7")
+    with pytest.raises(CorruptImageError, match=r"rec: corrupt JPEG \(2000 bytes\)"):
         decode_rgb(data[:2000], "rec")
+    # 200 random 3-byte corruptions of one record: every one libjpeg warns about is refused
+    rng = np.random.default_rng(0)
+    refused = 0
+    for _ in range(200):
+        bad = bytearray(data)
+        for at in rng.integers(len(bad) // 3, len(bad) - 2, 3):
+            bad[at] = int(rng.integers(256))
+        try:
+            decode_rgb(bytes(bad))
+        except CorruptImageError:
+            refused += 1
+    assert refused >= 100
+
+
+def test_cmyk_jpegs_decode_through_torchvision():
+    buf = io.BytesIO()
+    Image.new("CMYK", (6, 4), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)
+    image = decode_rgb(buf.getvalue())  # red, in CMYK
+    assert image.shape == (3, 4, 6)
+    assert image[0].float().mean() > 200 and image[1:].float().mean() < 40
 
 
 def test_16_bit_png_and_animated_gif_decode_to_8_bit_rgb():

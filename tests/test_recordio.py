@@ -269,32 +269,40 @@ def test_malformed_index_line(small_pack):
         open_rec(small_pack)
 
 
-def _corrupt_jpeg_pack(faces: Path, tmp_path: Path) -> Path:
+DAMAGE = {
+    "cut short": lambda data: data[:200],
+    # libjpeg warns (extraneous bytes before the end marker) and torchvision decodes it
+    "bytes inserted": lambda data: data[:-2] + bytes(64) + data[-2:],
+}
+
+
+def _corrupt_jpeg_pack(faces: Path, tmp_path: Path, damage: str = "cut short") -> Path:
     folder = tmp_path / "in"
     shutil.copytree(faces, folder)
     victim = sorted(sorted(folder.iterdir())[1].iterdir())[0]
-    data = victim.read_bytes()
-    victim.write_bytes(data[:200])  # a JPEG cut short
+    victim.write_bytes(DAMAGE[damage](victim.read_bytes()))
     pack_folder(folder, tmp_path / "pack", progress=False)
     return tmp_path / "pack"
 
 
-def test_corrupt_jpeg_is_an_error_naming_key_and_offset(faces, tmp_path):
-    pack = _corrupt_jpeg_pack(faces, tmp_path)
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_corrupt_jpeg_is_an_error_naming_key_and_offset(faces, tmp_path, damage):
+    pack = _corrupt_jpeg_pack(faces, tmp_path, damage)
     dataset, _ = rec_dataset(pack)
     n_first = len(list(sorted(faces.iterdir())[0].iterdir()))
     key = n_first + 1
     offset = _offset(pack, key)
     with pytest.raises(
-        CorruptImageError, match=rf"key {key} at byte offset {offset}: cannot decode"
+        CorruptImageError, match=rf"key {key} at byte offset {offset}: corrupt JPEG"
     ):
         dataset.__getitems__(list(range(len(dataset))))
     with pytest.raises(CorruptImageError, match=rf"key {key} at byte offset {offset}"):
         verify_rec(pack, progress=False)
 
 
-def test_corrupt_jpeg_skipped_and_counted_with_skip_corrupt(faces, tmp_path, caplog):
-    pack = _corrupt_jpeg_pack(faces, tmp_path)
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_corrupt_jpeg_skipped_and_counted_with_skip_corrupt(faces, tmp_path, caplog, damage):
+    pack = _corrupt_jpeg_pack(faces, tmp_path, damage)
     dataset, _ = rec_dataset(pack, skip_corrupt=True)
     with caplog.at_level(logging.WARNING):
         images, labels, _ = dataset.__getitems__(list(range(len(dataset))))

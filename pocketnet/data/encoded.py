@@ -70,25 +70,37 @@ class CorruptImageError(ValueError):
     """An image could not be read or decoded; the message says where it lives."""
 
 
-def _decode_clean_jpeg(data: bytes | memoryview) -> torch.Tensor | None:
-    """An intact JPEG -> uint8 (3, H, W) RGB (HWC memory) by libjpeg-turbo through simplejpeg:
-    the pixels of torchvision's decoder (the same library and settings), ~15% faster. None for
-    anything it refuses (damaged, CMYK): torchvision then decides, as for every other image."""
+# the JPEG colour spaces libjpeg-turbo's RGB output does not take: torchvision converts them
+_TORCHVISION_JPEG = ("CMYK", "YCCK")
+
+
+def _decode_jpeg_strictly(data: bytes | memoryview, where: str) -> torch.Tensor | None:
+    """A JPEG -> uint8 (3, H, W) RGB (HWC memory) by libjpeg-turbo through simplejpeg (the pixels
+    of torchvision's decoder, ~15% faster), or None for a CMYK/YCCK one (torchvision's then).
+    Strict: what libjpeg only warns about (damaged data it would decode anyway) is a
+    :class:`CorruptImageError` naming ``where``."""
     try:
         return torch.from_numpy(simplejpeg.decode_jpeg(data, "RGB")).permute(2, 0, 1)
-    except ValueError:
-        return None
+    except ValueError as e:
+        try:
+            if simplejpeg.decode_jpeg_header(data)[2] in _TORCHVISION_JPEG:
+                return None
+        except ValueError:
+            pass
+        raise CorruptImageError(
+            f"{where + ': ' if where else ''}corrupt JPEG ({len(data)} bytes): {e}"
+        ) from None
 
 
 def decode_rgb(data: bytes | memoryview, where: str = "") -> torch.Tensor:
-    """Encoded image -> uint8 (3, H, W) RGB. Intact JPEGs by simplejpeg, the rest of
-    JPEG/PNG/GIF/WebP by torchvision, others by PIL.
+    """Encoded image -> uint8 (3, H, W) RGB. JPEGs by simplejpeg (strictly: libjpeg's warnings
+    are errors), CMYK JPEGs, PNG, GIF and WebP by torchvision, others by PIL.
 
     The encoded bytes are read in place (never written), whatever buffer holds them.
     """
     magic = bytes(data[:4])
     if magic.startswith(_JPEG):
-        image = _decode_clean_jpeg(data)
+        image = _decode_jpeg_strictly(data, where)
         if image is not None:
             return image
     try:
