@@ -26,7 +26,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from pocketnet.data.face_rec import pack_folder, rec_dataset, unpack_rec
 from pocketnet.data.recordio import unpack_record
-from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.data.transforms import FaceBatchTransform, random_hflip_
 from pocketnet.data.transport import SlotCollate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -62,7 +62,7 @@ def _minor_faults() -> int:
 def bench_decode(pack: Path, n: int, rounds: int) -> tuple[float, float, float, float]:
     """(bare img/s, ours img/s, ours/bare, our page faults per image) over the same ``n``
     random records."""
-    dataset, _ = rec_dataset(pack, flip=True)
+    dataset, _ = rec_dataset(pack)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].tolist()
     reader, keys = dataset.source.reader, dataset.source.keys
     jpegs = [
@@ -81,6 +81,7 @@ def bench_decode(pack: Path, n: int, rounds: int) -> tuple[float, float, float, 
         before = _minor_faults()
         for start in range(0, n, BATCH):
             images, _, _ = dataset.__getitems__(order[start : start + BATCH])
+            random_hflip_(images)
             transform(images)
         faults[0] += _minor_faults() - before
 
@@ -98,7 +99,7 @@ def bench_workers(pack: Path, batches: int, rounds: int) -> dict[str, float]:
     the background), then takes the waiting batches and one more per worker untimed, then times
     the workers' own pace. Keys ``slots1, slots2, torch1, torch2``, and ratios ``slots2/slots1``,
     ``torch2/torch1`` (medians of per-round ratios)."""
-    dataset, _ = rec_dataset(pack, flip=True)
+    dataset, _ = rec_dataset(pack)
     collates = {"slots": SlotCollate, "torch": lambda: lambda batch: batch}
     iters = {}
     for name, collate in collates.items():

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from pocketnet.config.store import register_configs
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.datasets import ArrayFaceDataset
-from pocketnet.data.transforms import FaceBatchTransform
+from pocketnet.data.transforms import FaceBatchTransform, random_hflip_
 from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDSetup
 from pocketnet.distill.teacher import FrozenTeacher, teacher_from_bank
@@ -125,12 +125,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n = args.batch * (args.steps + WARMUP)
     data = ArrayFaceDataset(
-        rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8), rng.integers(0, classes, n), True
+        rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8), rng.integers(0, classes, n)
     )
     transform = FaceBatchTransform("rgb", res)
     batches = []
     for start in range(0, n, args.batch):
         images, labels, keys = data.__getitems__(list(range(start, start + args.batch)))
+        keys = keys + random_hflip_(images)
         x = transform(images)
         batches.append(FaceBatch(x, labels, keys, x))
 

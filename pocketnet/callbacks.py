@@ -2,14 +2,80 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["SaveOnFailure", "build_callbacks"]
+__all__ = ["RandomState", "SaveOnFailure", "StepCheckpoint", "build_callbacks"]
+
+
+class RandomState(L.Callback):
+    """Keeps torch's (CPU and CUDA), NumPy's and Python's random states in every checkpoint
+    and puts them back when a resumed run starts training (not when Lightning loads the
+    checkpoint: set-up work in between draws numbers): with the seeded training order
+    (:mod:`pocketnet.data.sampling`), a resumed run draws what the uninterrupted one would."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": pos,
+                "has_gauss": has_gauss,
+                "gauss": gauss,
+            },
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pending = state
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.pending is not None:
+            self._restore(self.pending)
+            self.pending = None
+
+    @staticmethod
+    def _restore(state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class StepCheckpoint(L.Callback):
+    """``last.ckpt`` every ``every`` optimiser steps too (``callbacks.checkpoint.
+    every_n_train_steps``), so that a kill loses at most that many steps. Not at an epoch's
+    last batch: the epoch-end checkpoint follows its validation (Lightning resumes a checkpoint
+    taken between the two without the validation)."""
+
+    def __init__(self, dirpath: str | Path, every: int):
+        if every < 1:
+            raise ValueError(f"callbacks.checkpoint.every_n_train_steps={every}: >= 1 or null")
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every = every
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        last = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if trainer.global_step % self.every == 0 and not last:
+            trainer.save_checkpoint(self.path)
 
 
 class SaveOnFailure(L.Callback):
@@ -55,6 +121,8 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
                 auto_insert_metric_name=False,
             )
         )
+        if c.every_n_train_steps is not None:
+            out.append(StepCheckpoint(c.dirpath, c.every_n_train_steps))
         if c.save_last:  # Lightning refreshes its own last.ckpt only when a top-k file is saved
             out.append(
                 cb.ModelCheckpoint(
@@ -69,4 +137,5 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
     if cfg.lr_monitor and has_logger:
         out.append(cb.LearningRateMonitor(logging_interval="step"))
     out.append(SaveOnFailure(ckpt_dir))
+    out.append(RandomState())
     return out

@@ -4,19 +4,21 @@ Lightning's own writer goes through a temporary file in ``$TMPDIR`` (a kill leav
 on another filesystem the final move is a copy, not atomic) and ignores a ``PermissionError``
 (a run into an unwritable folder finished with no checkpoint). :class:`AtomicCheckpointIO`
 writes ``<name>.tmp<pid>`` in the target's folder and renames it over the target; any error
-reaches the run. :func:`check_writable` tests a run's output folders before training starts.
+reaches the run. :func:`check_writable` tests a run's output folders before training starts
+and removes the temporary files a killed writer left there.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "atomic_write", "check_writable"]
+__all__ = ["AtomicCheckpointIO", "atomic_write", "check_writable", "remove_orphans"]
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
@@ -46,12 +48,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
+_TMP = re.compile(r".+\.tmp(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the ``<name>.tmp<pid>`` files in ``folder`` whose writer is no longer running
+    (a kill during a write); the removed paths."""
+    orphans = [
+        p
+        for p in folder.glob("*.tmp*")
+        if (m := _TMP.match(p.name)) and int(m[1]) != os.getpid() and not _alive(int(m[1]))
+    ]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
+
+
 def check_writable(*folders: str | Path) -> None:
-    """Create each folder and a file in it, or raise OSError naming the folder."""
+    """Create each folder and a file in it, or raise OSError naming the folder; remove the
+    temporary files killed writers left there."""
     for folder in folders:
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            remove_orphans(folder)
             probe = folder / f".write_test{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()

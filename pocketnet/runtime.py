@@ -14,6 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from pocketnet.resume import AppendingCSVLogger, keep_rows_until, wandb_run_id
+
 __all__ = [
     "CONF_DIR",
     "SetupError",
@@ -49,11 +51,16 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
         return hydra_compose(config_name=config_name, overrides=overrides)
 
 
-def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
-    """CSV and/or wandb (offline unless ``logger.wandb.offline=false``) in the run folder."""
+def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) -> list[Logger]:
+    """CSV and/or wandb (offline unless ``logger.wandb.offline=false``) in the run folder; with
+    ``resume_step`` (a resumed run), both go on with the folder's (:mod:`pocketnet.resume`)."""
     loggers: list[Logger] = []
     if cfg.csv is not None:
-        loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
+        if resume_step is None:
+            loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
+        else:
+            keep_rows_until(output_dir / cfg.csv.name / "metrics.csv", resume_step)
+            loggers.append(AppendingCSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
     if cfg.wandb is not None:
         w = cfg.wandb
         if w.offline:
@@ -67,6 +74,8 @@ def build_loggers(cfg: Any, output_dir: Path) -> list[Logger]:
                 offline=w.offline,
                 log_model=w.log_model,
                 save_dir=str(output_dir),
+                id=wandb_run_id(output_dir) if resume_step is not None else None,
+                resume="allow" if resume_step is not None else None,
             )
         )
     return loggers

@@ -191,6 +191,7 @@ def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank)
     assert path.is_file() and path.with_suffix(".json").is_file()
     assert module.cache.table.shape == (len(dm.train_set), 2, 32)
     images, labels, keys = dm.train_set.__getitems__(list(range(16)))
+    keys = dm.flip(images, keys)
     assert 0 < int((keys % 2).sum()) < 16  # both flips present
     x = dm.transform(images)
     batch = FaceBatch(x, labels, keys, x)

@@ -76,9 +76,10 @@ def test_resume_continues_the_step_counter(tmp_path):
     assert torch.load(last, weights_only=False)["global_step"] == 6
     resumed = compose_run(tmp_path / "b", [*FAST, "trainer.max_epochs=3", f"ckpt_path={last}"])
     run(resumed)
+    assert resumed.paths.output_dir == first.paths.output_dir  # the run goes on in its folder
     rows = _csv_rows(Path(resumed.paths.output_dir))
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
-    assert steps and min(steps) >= 6  # no restart from step 0
+    assert steps == list(range(9))  # one CSV: steps 0-5, then 6-8 (no restart from step 0)
     state = torch.load(
         Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False
     )

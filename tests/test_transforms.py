@@ -63,18 +63,19 @@ def test_transform_rgb_bgr_and_resize():
         FaceBatchTransform("grey")
 
 
-def test_array_dataset_flips_only_when_asked():
+def test_flip_mirrors_about_half_and_marks_their_keys():
     images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
-    labels = np.arange(10)
-    plain = ArrayFaceDataset(images, labels).__getitems__(list(range(10)))[0]
-    assert torch.equal(plain, torch.from_numpy(images).permute(0, 3, 1, 2))
-    torch.manual_seed(0)
     order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
-    flipped, got_labels, keys = ArrayFaceDataset(images, labels, flip=True).__getitems__(order)
-    assert got_labels.tolist() == order
-    same = [torch.equal(flipped[j], plain[i]) for j, i in enumerate(order)]
-    mirrored = [torch.equal(flipped[j], plain[i].flip(2)) for j, i in enumerate(order)]
-    assert all(s or m for s, m in zip(same, mirrored, strict=True))
+    batch, labels, keys = ArrayFaceDataset(images, np.arange(10)).__getitems__(order)
+    plain = torch.from_numpy(images).permute(0, 3, 1, 2)[order]
+    assert torch.equal(batch, plain) and labels.tolist() == order
+    assert keys.tolist() == [2 * i for i in order]  # even: not flipped yet
+    torch.manual_seed(0)
+    flipped = random_hflip_(batch)
+    mirrored = [torch.equal(batch[j], plain[j].flip(2)) for j in range(10)]
+    assert flipped.tolist() == mirrored
+    assert all(torch.equal(batch[j], plain[j]) for j in range(10) if not mirrored[j])
     assert 0 < sum(mirrored) < 10
-    # keys = 2 * index + flipped: the row of a teacher-output cache
-    assert keys.tolist() == [2 * i + int(m) for i, m in zip(order, mirrored, strict=True)]
+    torch.manual_seed(0)  # the draws come from torch's generator: a resumed run repeats them
+    again = plain.clone()
+    assert torch.equal(random_hflip_(again), flipped) and torch.equal(again, batch)

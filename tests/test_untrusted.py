@@ -142,3 +142,20 @@ def test_checkpoints_are_written_beside_their_target(tmp_path, monkeypatch):
     with pytest.raises(OSError):  # an error reaches the caller (Lightning's writer swallowed it)
         AtomicCheckpointIO().save_checkpoint({}, tmp_path / "ck" / "last.ckpt" / "x")
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.ckpt"]  # no leftovers
+
+
+def test_a_killed_writers_temporary_files_are_removed_at_the_next_start(tmp_path):
+    from pocketnet.checkpoint_io import check_writable
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / f"last.ckpt.tmp{dead.pid}").write_bytes(b"half a checkpoint")
+    (folder / f"last.ckpt.tmp{os.getppid()}").write_bytes(b"a live writer's")
+    (folder / "notes.tmp").write_bytes(b"not ours")
+    check_writable(folder)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"last.ckpt.tmp{os.getppid()}",
+        "notes.tmp",
+    ]

@@ -391,6 +391,7 @@ class CheckpointConfig:
     save_last: bool = MISSING
     save_top_k: int = MISSING
     every_n_epochs: int | None = MISSING
+    every_n_train_steps: int | None = MISSING  # also last.ckpt every n optimiser steps
 
 
 @dataclass

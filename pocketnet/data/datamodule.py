@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -12,8 +11,9 @@ from torch.utils.data import DataLoader, Dataset
 from pocketnet.config.schema import Color
 from pocketnet.data.augment import BatchAugment
 from pocketnet.data.datasets import VerificationSet
+from pocketnet.data.sampling import EpochShuffle
 from pocketnet.data.sources import SOURCES
-from pocketnet.data.transforms import FaceBatchTransform, resize
+from pocketnet.data.transforms import FaceBatchTransform, random_hflip_, resize
 from pocketnet.data.transport import SlotCollate
 
 __all__ = ["FaceBatch", "FaceDataModule", "check_batch_fits"]
@@ -47,10 +47,17 @@ class FaceDataModule(L.LightningDataModule):
     ``model_resolution``: the input size of the model being trained (default
     ``data.resolution``); validation images are resized to it, and training batches carry it as
     the student's view beside the ``data.resolution`` view.
+
+    Training order and augmentation can be resumed exactly: epoch ``e`` visits the images in
+    the order seeded by ``(seed, e)`` (:class:`EpochShuffle`; a resumed mid-epoch run skips the
+    batches it had taken), and every random draw after loading (the flip, ``data.augment``)
+    happens here in the main process, from torch's generator, whose state checkpoints keep.
     """
 
-    def __init__(self, cfg: Any, model_resolution: int | None = None):
+    def __init__(self, cfg: Any, model_resolution: int | None = None, seed: int = 0):
         super().__init__()
+        self.seed = seed
+        self.resumed: dict[str, int] | None = None  # a checkpoint's place in its epoch
         if cfg.name not in SOURCES:
             raise ValueError(
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
@@ -82,25 +89,62 @@ class FaceDataModule(L.LightningDataModule):
         self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool
     ) -> DataLoader:
         workers = self.cfg.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=SlotCollate(),
-            pin_memory=torch.cuda.is_available(),
-        )
+        options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "drop_last": drop_last,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "collate_fn": SlotCollate(),
+            "pin_memory": torch.cuda.is_available(),
+            # the workers' seeds come from here, not from torch's global generator
+            "generator": torch.Generator().manual_seed(self.seed),
+        }
+        if shuffle:
+            options["sampler"] = EpochShuffle(dataset, self.seed, self._epoch, self._skip)
+        return DataLoader(dataset, **options)
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return 0 if trainer is None else trainer.current_epoch
+
+    def _skip(self, epoch: int) -> int:
+        """Samples of ``epoch`` a resumed run had taken (0 in any other epoch)."""
+        if self.resumed is None or self.resumed["epoch"] != epoch:
+            return 0
+        return self.resumed["batches_done"] * self.resumed["batch_size"]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in the epoch's order, and the order's seed (kept in checkpoints:
+        a run with ``seed=null`` resumes in its own order)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {
+            "epoch": trainer.current_epoch,
+            "batches_done": done,
+            "batch_size": self.cfg.batch_size,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resumed = dict(state) if state else None
+        if state and "seed" in state:
+            self.seed = int(state["seed"])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.cfg.batch_size, shuffle=True, drop_last=True)
 
     def ordered_train_loader(self) -> DataLoader:
         """Every training image once, in index order, unflipped (for teacher-output caches)."""
-        dataset = copy.copy(self.train_set)
-        dataset.flip = False
-        return self._loader(dataset, self.cfg.val_batch_size, shuffle=False, drop_last=False)
+        return self._loader(self.train_set, self.cfg.val_batch_size, False, False)
+
+    def flip(self, images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Flip each training image left-right with probability 0.5 (``data.flip``), in place;
+        the keys of the flipped ones plus 1 (``2 * index + flipped``)."""
+        if not self.cfg.flip:
+            return keys
+        return keys + random_hflip_(images).to(keys.device)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [
@@ -111,6 +155,7 @@ class FaceDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.training:
             images, labels, keys = batch
+            keys = self.flip(images, keys)
             x = self.transform(images)
             if self.augment.active:  # one augmented face for both views
                 x = self.augment(x)

@@ -8,24 +8,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pocketnet.data.transforms import random_hflip_
-
 __all__ = ["ArrayFaceDataset", "ArrayImageDataset", "VerificationSet"]
 
 
 class ArrayFaceDataset(Dataset):
-    """Training images (N, H, W, 3) uint8 with integer identity labels; ``flip`` flips each
-    fetched image left-right with probability 0.5. Batches are ``(images, labels, keys)`` with
-    ``keys = 2 * index + flipped`` (rows of a teacher-output cache)."""
+    """Training images (N, H, W, 3) uint8 with integer identity labels. Batches are
+    ``(images, labels, keys)`` with ``keys = 2 * index`` (the flip on the device adds 1 to a
+    flipped image's key: rows of a teacher-output cache)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, flip: bool = False):
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
         if len(images) == 0:
             raise ValueError("training set is empty: no images")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.images)
@@ -37,8 +34,7 @@ class ArrayFaceDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         images = torch.from_numpy(self.images[idx.numpy()]).permute(0, 3, 1, 2)
-        flipped = random_hflip_(images) if self.flip else torch.zeros(len(idx), dtype=torch.bool)
-        return images, self.labels[idx], 2 * idx + flipped
+        return images, self.labels[idx], 2 * idx
 
 
 class ArrayImageDataset(Dataset):

@@ -269,8 +269,9 @@ class EncodedImageDataset(Dataset):
     Images of another size are resized (antialiased) to ``size`` (default: the first image's).
     A corrupt sample raises
     :class:`CorruptImageError` / :class:`RecordIOError`; with ``skip_corrupt`` it is left out of
-    its batch and counted in the log. ``flip``: flip each image left-right with probability 0.5
-    (training sets). Batches are ``(images, targets, keys)``, ``keys = 2 * index + flipped``.
+    its batch and counted in the log. Batches are ``(images, targets, keys)`` with
+    ``keys = 2 * index`` (the training flip happens on the device and adds 1 to a flipped
+    image's key: :class:`pocketnet.data.datamodule.FaceDataModule`).
     """
 
     def __init__(
@@ -278,7 +279,6 @@ class EncodedImageDataset(Dataset):
         source: ImageSource,
         size: tuple[int, int] | None = None,
         skip_corrupt: bool = False,
-        flip: bool = False,
     ):
         if len(source) == 0:
             raise ValueError("dataset has no images")
@@ -287,7 +287,6 @@ class EncodedImageDataset(Dataset):
             size = decode_rgb(source.read(0)[0], source.where(0)).shape[1:]
         self.size = tuple(size)
         self.skip_corrupt = skip_corrupt
-        self.flip = flip
         self.skipped = 0
 
     @property
@@ -318,10 +317,9 @@ class EncodedImageDataset(Dataset):
         return images[0], targets[0], keys[0]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # each image goes into the batch while it is still in cache, flipped on the way when
-        # chosen (a worker's batch reaches the main process through SlotCollate's slots)
+        # each image goes into the batch while it is still in cache (a worker's batch reaches
+        # the main process through SlotCollate's slots)
         batch = empty_batch((len(indices), *self.size, 3), torch.uint8)
-        flips = (torch.rand(len(indices)) < 0.5).tolist() if self.flip else None
         targets: list[int] = []
         keys: list[int] = []
         for i in indices:
@@ -335,12 +333,9 @@ class EncodedImageDataset(Dataset):
                     "skipped corrupt sample (%d so far in this process): %s", self.skipped, e
                 )
                 continue
-            hwc = image.permute(1, 2, 0)
-            j = len(targets)
-            flipped = bool(flips and flips[j])
-            batch[j] = hwc.flip(1) if flipped else hwc
+            batch[len(targets)] = image.permute(1, 2, 0)
             targets.append(target)
-            keys.append(2 * i + flipped)
+            keys.append(2 * i)
         if not targets:
             raise CorruptImageError(
                 f"every sample of a batch was corrupt (indices {indices[:8]}...)"

@@ -181,12 +181,10 @@ def image_sizes(source: RecordImages, indices: Iterable[int], desc: str | None =
     return sizes
 
 
-def rec_dataset(
-    rec_dir: str | Path, skip_corrupt: bool = False, flip: bool = False
-) -> tuple[EncodedImageDataset, int]:
+def rec_dataset(rec_dir: str | Path, skip_corrupt: bool = False) -> tuple[EncodedImageDataset, int]:
     """The training images of a pack as a dataset of (uint8 image, identity), and num_classes."""
     source, layout = open_rec(rec_dir)
-    dataset = EncodedImageDataset(source, layout.image_size, skip_corrupt, flip)
+    dataset = EncodedImageDataset(source, layout.image_size, skip_corrupt)
     return dataset, layout.num_classes
 
 

@@ -57,9 +57,7 @@ def scan_identity_folders(root: str | Path, skip_empty: bool = False) -> Identit
     return IdentityFolders(root, folders, skipped)
 
 
-def folder_dataset(
-    root: str | Path, skip_corrupt: bool = False, flip: bool = False
-) -> tuple[EncodedImageDataset, int]:
+def folder_dataset(root: str | Path, skip_corrupt: bool = False) -> tuple[EncodedImageDataset, int]:
     """Training images of an identity folder as (uint8 image, label), and num_classes.
 
     Every image is brought to the first image's size.
@@ -69,5 +67,5 @@ def folder_dataset(
     for label, (_, files) in enumerate(identities.folders):
         paths += files
         labels += [label] * len(files)
-    dataset = EncodedImageDataset(FileImages(paths, labels), None, skip_corrupt, flip)
+    dataset = EncodedImageDataset(FileImages(paths, labels), None, skip_corrupt)
     return dataset, len(identities.folders)

@@ -29,7 +29,7 @@ Source = Callable[[Any], tuple[Dataset, int, list[VerificationSet]]]
 def _synthetic(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
     spec = SyntheticSpec(**{f.name: cfg[f.name] for f in fields(SyntheticSpec)})
     faces = load_or_generate(spec, cfg.cache_dir)
-    train = ArrayFaceDataset(faces.train_images, faces.train_labels, cfg.flip)
+    train = ArrayFaceDataset(faces.train_images, faces.train_labels)
     pairs = VerificationSet(
         "synthetic",
         ArrayImageDataset(faces.pair_images),
@@ -84,7 +84,7 @@ def _face_files(build: Callable[..., tuple[Dataset, int]]) -> Source:
     """A source over ``data.root`` (a pack or identity folders) plus the configured val sets."""
 
     def source(cfg: Any) -> tuple[Dataset, int, list[VerificationSet]]:
-        train, num_classes = build(cfg.root, cfg.skip_corrupt, cfg.flip)
+        train, num_classes = build(cfg.root, cfg.skip_corrupt)
         return train, num_classes, _verification_sets(cfg)
 
     return source

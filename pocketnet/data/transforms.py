@@ -1,9 +1,9 @@
 """Batch-level transforms: uint8 NCHW RGB -> normalised float in the configured colour order.
 
-The random horizontal flip is applied where training batches are assembled (in the DataLoader
-workers, on uint8 images); normalisation, channel order and resizing run once per batch after
-transfer to the device. Both work on the channels-last memory the loaders produce (NCHW views of
-NHWC buffers), where a flip copies contiguous rows.
+The random horizontal flip, normalisation, channel order and resizing run once per batch after
+transfer to the device, in the main process (so every random draw comes from torch's generator,
+which checkpoints keep, and a resumed run repeats them). They work on the channels-last memory the
+loaders produce (NCHW views of NHWC buffers).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ def random_hflip_(images: torch.Tensor, p: float = 0.5) -> torch.Tensor:
     """Flip each image of a uint8 (N, 3, H, W) batch left-right with probability ``p``, in place;
     returns which were flipped (bool, N)."""
     flipped = torch.rand(len(images)) < p
-    nhwc = images.permute(0, 2, 3, 1)
-    for i in torch.nonzero(flipped).flatten().tolist():
-        nhwc[i] = nhwc[i].flip(1)
+    rows = torch.nonzero(flipped).flatten().to(images.device)
+    images[rows] = images[rows].flip(3)
     return flipped
 
 

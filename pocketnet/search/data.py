@@ -8,7 +8,6 @@ architecture half (unflipped) before the verification sets.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -47,8 +46,8 @@ def identity_split(
 class SearchDataModule(FaceDataModule):
     """:class:`FaceDataModule` whose training batches are ``{"weights": ..., "arch": ...}``."""
 
-    def __init__(self, cfg: Any, weight_fraction: float = 0.5, split_seed: int = 0):
-        super().__init__(cfg)
+    def __init__(self, cfg: Any, weight_fraction: float = 0.5, split_seed: int = 0, seed: int = 0):
+        super().__init__(cfg, seed=seed)
         self.weight_fraction = weight_fraction
         self.split_seed = split_seed
         self.halves: dict[str, Subset] = {}
@@ -68,13 +67,15 @@ class SearchDataModule(FaceDataModule):
         return CombinedLoader(loaders, mode="min_size")
 
     def val_dataloader(self) -> list[DataLoader]:
-        unflipped = copy.copy(self.train_set)
-        unflipped.flip = False
-        arch = Subset(unflipped, self.halves["arch"].indices)
+        arch = Subset(self.train_set, self.halves["arch"].indices)
         arch_loader = self._loader(arch, self.cfg.val_batch_size, False, False)
         return [arch_loader, *super().val_dataloader()]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict):  # a training pair of batches
-            return {k: (self.transform(images), labels) for k, (images, labels, _) in batch.items()}
+            out = {}
+            for name, (images, labels, keys) in batch.items():
+                self.flip(images, keys)
+                out[name] = (self.transform(images), labels)
+            return out
         return super().on_after_batch_transfer(batch, dataloader_idx)

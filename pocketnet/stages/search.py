@@ -29,7 +29,7 @@ from pocketnet.search.recorder import SearchRecorder
 from pocketnet.search.supernet import SuperNet
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import STAGES
-from pocketnet.stages.training import Parts, TrainingStage
+from pocketnet.stages.training import Parts, TrainingStage, data_seed
 
 __all__ = ["SearchModule", "SearchStage"]
 
@@ -154,7 +154,7 @@ class SearchStage(TrainingStage):
                 "bf16-mixed"
             )
         split, size = cfg.stage.split, self.input_size(cfg)
-        datamodule = SearchDataModule(cfg.data, split.weight_fraction, split.seed)
+        datamodule = SearchDataModule(cfg.data, split.weight_fraction, split.seed, data_seed(cfg))
         supernet = SuperNet(**cfg.stage.supernet, input_size=size)
         datamodule.prepare_data()
         head = head_from_config(cfg.head, cfg.stage.supernet.embedding_size, datamodule.num_classes)

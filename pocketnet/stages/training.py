@@ -24,12 +24,13 @@ from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.results import RunResult
+from pocketnet.resume import run_folder_of
 from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
 from pocketnet.untrusted import load_torch_file
 
-__all__ = ["Parts", "Run", "TrainingStage", "face_model", "fit", "setup_run"]
+__all__ = ["Parts", "Run", "TrainingStage", "data_seed", "face_model", "fit", "setup_run"]
 
 
 @dataclass
@@ -71,12 +72,17 @@ class TrainingStage(Stage):
         return fit(self, cfg)
 
 
+def data_seed(cfg: DictConfig) -> int:
+    """The seed of the training order: the run's ``seed`` (a random one when it is null)."""
+    return int(cfg.seed) if cfg.seed is not None else torch.initial_seed() % 2**31
+
+
 def face_model(
     cfg: DictConfig, input_size: int
 ) -> tuple[FaceDataModule, torch.nn.Module, MarginHead]:
     """The data (prepared), the ``backbone`` at ``input_size`` and the ``head`` over the data's
     identities: what the teacher and student stages train."""
-    datamodule = FaceDataModule(cfg.data, model_resolution=input_size)
+    datamodule = FaceDataModule(cfg.data, input_size, data_seed(cfg))
     backbone = backbone_from_config(cfg.backbone, input_size)
     datamodule.prepare_data()
     head = head_from_config(cfg.head, cfg.backbone.embedding_size, datamodule.num_classes)
@@ -108,13 +114,15 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     return kwargs
 
 
-def setup_run(stage: TrainingStage, cfg: DictConfig, output_dir: Path) -> Run:
+def setup_run(
+    stage: TrainingStage, cfg: DictConfig, output_dir: Path, resume_step: int | None = None
+) -> Run:
     """The stage's parts, loggers, callbacks and Trainer, and the model's profile (size, FLOPs,
-    CPU latency), logged as ``model/*``."""
+    CPU latency), logged as ``model/*`` (by a new run; a resumed one has them)."""
     parts = stage.build(cfg, output_dir)
     module, size = parts.module, stage.input_size(cfg)
     kwargs = _trainer_kwargs(cfg, module)
-    loggers = build_loggers(cfg.logger, output_dir)
+    loggers = build_loggers(cfg.logger, output_dir, resume_step)
     callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers))
     trainer = L.Trainer(
         **kwargs,
@@ -139,7 +147,8 @@ def setup_run(stage: TrainingStage, cfg: DictConfig, output_dir: Path) -> Run:
     numbers = {f"model/{k.replace(' ', '_')}": v for k, v in result.row().items()}
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_metrics({k: v for k, v in numbers.items() if _is_number(v)}, step=0)
+        if resume_step is None:
+            logger.log_metrics({k: v for k, v in numbers.items() if _is_number(v)}, step=0)
     return Run(trainer, parts, result)
 
 
@@ -147,11 +156,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_resumable(run: Run, ckpt_path: str) -> None:
+def _check_resumable(run: Run, ckpt_path: str, payload: Any) -> None:
     """The checkpoint's weights fit this run's module (same keys, same shapes), and callbacks
     with a ``check_resumed_state`` accept their saved state (the teacher it used)."""
     module = run.parts.module
-    payload = load_torch_file(ckpt_path, "ckpt_path")
     theirs = payload.get("state_dict") if isinstance(payload, dict) else None
     if not isinstance(theirs, dict):
         raise ValueError(f"ckpt_path={ckpt_path} is not a Lightning checkpoint (no state_dict)")
@@ -176,18 +184,33 @@ def _check_resumable(run: Run, ckpt_path: str) -> None:
             callback.check_resumed_state(states.get(callback.state_key))
 
 
+def _continue_in_run_folder(cfg: DictConfig) -> None:
+    """A checkpoint of a run folder resumes that run there (``paths.output_dir``)."""
+    folder = run_folder_of(cfg.ckpt_path)
+    if folder is not None and folder != Path(cfg.paths.output_dir).resolve():
+        print(f"resuming run {folder}: it goes on in its folder", file=sys.stderr)
+        cfg.paths.output_dir = str(folder)
+
+
 def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
     """Train the stage's module on its data; the result is printed and saved in the run folder
     (``results.json``, ``practical.json`` with ``practical=true``)."""
-    output_dir = Path(cfg.paths.output_dir)
     try:
+        checkpoint, resume_step = None, None
+        if cfg.ckpt_path is not None:
+            checkpoint = load_torch_file(cfg.ckpt_path, "ckpt_path")
+            resume_step = (
+                int(checkpoint.get("global_step", 0)) if isinstance(checkpoint, dict) else 0
+            )
+            _continue_in_run_folder(cfg)
+        output_dir = Path(cfg.paths.output_dir)
         check_writable(*_output_folders(cfg, output_dir))
         write_run_config(cfg, output_dir)
         if cfg.seed is not None:
             L.seed_everything(cfg.seed, workers=True)
-        run = setup_run(stage, cfg, output_dir)
+        run = setup_run(stage, cfg, output_dir, resume_step)
         if cfg.ckpt_path is not None:
-            _check_resumable(run, cfg.ckpt_path)
+            _check_resumable(run, cfg.ckpt_path, checkpoint)
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
     start = time.perf_counter()
@@ -199,6 +222,10 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
             weights_only=True,  # a checkpoint is untrusted (pocketnet.untrusted)
         )
         run.result.train_min = (time.perf_counter() - start) / 60
+        if not any(k.startswith("val/") for k in run.trainer.callback_metrics):
+            # a checkpoint of a run that had finished training (killed before its results):
+            # nothing left to train, so the figures come from validating its weights
+            run.trainer.validate(run.parts.module, datamodule=run.parts.datamodule, verbose=False)
         return _finish(stage, cfg, run, output_dir)
     except SIGTERMException:  # Lightning's is a SystemExit with code 0: a stop is no success
         saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))

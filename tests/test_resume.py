@@ -1,0 +1,162 @@
+"""Exact resume: a run stopped at any step and resumed from its last checkpoint ends exactly as
+the uninterrupted run (weights and figures), for every stage kind."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from pocketnet.run import run
+from tests.conftest import compose_run
+
+FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
+STEPS = ["trainer.max_epochs=4", "callbacks.checkpoint.every_n_train_steps=2"]
+
+
+class Killed(BaseException):
+    """What a kill -9 does to a run, at a chosen step (nothing is saved on the way out)."""
+
+
+class KillAt(L.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise Killed
+
+
+class KilledAtTheEnd(L.Callback):
+    """A kill after the last checkpoint, before the results are written."""
+
+    def on_train_end(self, trainer, *args):
+        raise Killed
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def _interrupted_then_resumed(tmp_path: Path, overrides: list[str], kill_at: int, monkeypatch):
+    """Run ``overrides`` killed after step ``kill_at``, then resumed from its last.ckpt."""
+    from pocketnet.stages import training
+
+    real = training.build_callbacks
+    monkeypatch.setattr(
+        training, "build_callbacks", lambda *a, **k: [*real(*a, **k), KillAt(kill_at)]
+    )
+    first = compose_run(tmp_path / "first", overrides)
+    with pytest.raises(Killed):
+        run(first)
+    monkeypatch.setattr(training, "build_callbacks", real)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)["global_step"]
+    assert saved < kill_at  # the steps after the checkpoint are lost, and redone
+    resumed = compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"])
+    return run(resumed), Path(resumed.paths.output_dir)
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Path:
+    cfg = compose_run(
+        tmp_path_factory.mktemp("t"),
+        [*FAST, "stage=teacher", "backbone=resnet18_tiny", "trainer.max_epochs=3"],
+    )
+    run(cfg)
+    return Path(cfg.stage.bank.dir)
+
+
+# two optimiser steps a batch (Lightning counts each): a checkpoint every second batch, the kill
+# in the fifth
+TWO_STEPS = ["callbacks.checkpoint.every_n_train_steps=4"]
+STUDENT = [
+    "stage=student",
+    "backbone=resnet18_tiny",
+    "trainer.max_epochs=3",
+    "stage.teacher.bank={bank}",
+]
+
+
+@pytest.mark.parametrize(
+    "name,overrides,kill_at",
+    [
+        ("multi-step student", [*STUDENT, "kd=multi_step"], 5),
+        ("adversarial student", [*STUDENT, "kd=adversarial", *TWO_STEPS], 10),
+        pytest.param(  # 40 s: with the fault-injection test in nox -s slow
+            "search",
+            ["stage=search", "head=softmax", "stage.supernet.C=4", "stage.supernet.n_cells=3"]
+            + ["trainer.max_epochs=3", *TWO_STEPS],
+            10,
+            marks=pytest.mark.slow,
+        ),
+        ("teacher", ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"], 5),
+        (
+            "teacher, augmented",
+            ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
+            + ["data.augment.crop_scale=[0.6,1.0]", "data.augment.color=0.2"],
+            7,
+        ),
+    ],
+)
+def test_a_killed_run_resumed_ends_as_the_uninterrupted_one(
+    tmp_path, monkeypatch, bank, name, overrides, kill_at
+):
+    overrides = [o.format(bank=bank) for o in [*FAST, *STEPS, *overrides]]
+    whole = run(compose_run(tmp_path / "whole", overrides))
+    resumed, out = _interrupted_then_resumed(tmp_path, overrides, kill_at, monkeypatch)
+    assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
+    a, b = _weights(tmp_path / "whole" / "run"), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def _rows(metrics_csv: Path) -> list[dict[str, str]]:
+    """The CSV's rows without the columns a machine's timing changes (model/CPU_ms...), in
+    step order."""
+    with open(metrics_csv, newline="") as f:
+        rows = [{k: v for k, v in r.items() if "CPU" not in k} for r in csv.DictReader(f)]
+    return sorted(rows, key=lambda r: (int(r["step"]), json.dumps(r, sort_keys=True)))
+
+
+def test_a_resumed_run_goes_on_in_its_folder(tmp_path, monkeypatch):
+    """One run, not two: the same folder, one teacher bank (equal to the uninterrupted run's,
+    file for file), the CSV appended (equal, row for row), the same wandb run id."""
+    overrides = [*FAST, *STEPS, "stage=teacher", "backbone=resnet18_tiny", "logger=default"]
+    run(compose_run(tmp_path / "whole", overrides))
+    result, out = _interrupted_then_resumed(tmp_path, overrides, 7, monkeypatch)
+    whole = tmp_path / "whole" / "run"
+    assert out == tmp_path / "first" / "run"
+    assert not (tmp_path / "resumed" / "run" / "checkpoints").exists()
+    assert json.loads((out / "results.json").read_text())["sets"] == result.sets
+    banks = [json.loads((d / "teacher_bank" / "index.json").read_text()) for d in (whole, out)]
+    assert [e["epoch"] for e in banks[1]["entries"]] == [1, 2, 3, 4]
+    assert [e["sha256"] for e in banks[1]["entries"]] == [e["sha256"] for e in banks[0]["entries"]]
+    # the same rows (within a step, the resumed run may log its metrics in another order)
+    assert _rows(out / "csv" / "metrics.csv") == _rows(whole / "csv" / "metrics.csv")
+    runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({name.rsplit("-", 1)[1] for name in runs}) == 1
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path, monkeypatch):
+    from pocketnet.stages import training
+
+    overrides = [*FAST, "stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
+    whole = run(compose_run(tmp_path / "whole", overrides))
+    real = training.build_callbacks
+    monkeypatch.setattr(
+        training, "build_callbacks", lambda *a, **k: [*real(*a, **k), KilledAtTheEnd()]
+    )
+    first = compose_run(tmp_path / "first", overrides)
+    with pytest.raises(Killed):
+        run(first)
+    monkeypatch.setattr(training, "build_callbacks", real)
+    out = Path(first.paths.output_dir)
+    assert not (out / "results.json").exists()
+    last = out / "checkpoints" / "last.ckpt"
+    resumed = run(compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"]))
+    assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
+    assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
