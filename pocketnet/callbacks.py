@@ -12,7 +12,28 @@ import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-__all__ = ["RandomState", "SaveOnFailure", "StepCheckpoint", "build_callbacks"]
+from pocketnet.data.encoded import CorruptImageError
+from pocketnet.data.recordio import RecordIOError
+
+__all__ = [
+    "DATA_ERRORS",
+    "RandomState",
+    "SaveOnFailure",
+    "StepCheckpoint",
+    "build_callbacks",
+    "one_line",
+]
+
+DATA_ERRORS = (CorruptImageError, RecordIOError)
+"""What a bad sample raises (re-raised as the same type from a loader worker)."""
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message without the worker traceback a DataLoader wraps it in (its last line,
+    less the exception's qualified name)."""
+    last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    name = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last.removeprefix(name)
 
 
 class RandomState(L.Callback):
@@ -79,9 +100,10 @@ class StepCheckpoint(L.Callback):
 
 
 class SaveOnFailure(L.Callback):
-    """On Ctrl-C or SIGTERM (a cluster's pre-emption, ``kill``), write ``interrupted.ckpt`` (full
-    state: resume it with ``ckpt_path=``). Lightning stops at the end of the current batch on
-    SIGTERM; the run then exits with code 143 (see :mod:`pocketnet.stages.training`).
+    """On Ctrl-C, SIGTERM (a cluster's pre-emption, ``kill``) or a bad sample found mid-training,
+    write ``interrupted.ckpt`` (full state: resume it with ``ckpt_path=``). Lightning stops at
+    the end of the current batch on SIGTERM; the run then exits with code 143, after a bad
+    sample with code 1 (see :mod:`pocketnet.stages.training`).
 
     A non-finite loss is not saved here: the weights that produced it are already bad, and the
     error names the last good checkpoint instead.
@@ -93,7 +115,7 @@ class SaveOnFailure(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, module: L.LightningModule, err: BaseException
     ) -> None:
-        if isinstance(err, KeyboardInterrupt | SIGTERMException):
+        if isinstance(err, (KeyboardInterrupt, SIGTERMException, *DATA_ERRORS)):
             trainer.save_checkpoint(self.path)
             print(f"\nSaved the training state to {self.path} (resume with ckpt_path={self.path})")
 

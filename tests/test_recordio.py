@@ -356,3 +356,33 @@ def test_non_finite_label_is_a_record_error(tmp_path):
     dataset, _ = rec_dataset(tmp_path, skip_corrupt=True)
     images, labels, _ = dataset.__getitems__([0, 1])
     assert labels.tolist() == [0] and dataset.skipped == 1
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_record_found_mid_training_is_one_line_and_loses_nothing(
+    faces, tmp_path, capsys, workers
+):
+    from pocketnet.run import run
+    from tests.conftest import compose_run
+
+    pack = _corrupt_jpeg_pack(faces, tmp_path, "bytes inserted")
+    overrides = ["debug=fast", "stage=teacher", "backbone=resnet18_tiny", "print_config=false"]
+    overrides += [
+        "data=rec",
+        f"data.root={pack}",
+        f"data.val_bins=[{LFW_DEV / 'lfw_dev_test.bin'}]",
+        "data.batch_size=4",
+    ]
+    overrides += [f"data.num_workers={workers}", "callbacks.progress.rich=false"]
+    cfg = compose_run(tmp_path, overrides)
+    with pytest.raises(SystemExit) as stop:
+        run(cfg)
+    assert stop.value.code == 1
+    n_first = len(list(sorted(faces.iterdir())[0].iterdir()))
+    key = n_first + 1
+    saved = Path(cfg.paths.output_dir) / "checkpoints" / "interrupted.ckpt"
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {pack / 'train.rec'}: key {key} at byte offset")
+    assert "corrupt JPEG" in line and "Traceback" not in line
+    assert line.endswith(f"data.skip_corrupt=true, and resume with ckpt_path={saved}")
+    assert torch.load(saved, weights_only=True)["state_dict"]

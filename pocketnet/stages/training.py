@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from pocketnet.callbacks import SaveOnFailure, build_callbacks
+from pocketnet.callbacks import DATA_ERRORS, SaveOnFailure, build_callbacks, one_line
 from pocketnet.checkpoint_io import AtomicCheckpointIO, check_writable
 from pocketnet.console import print_results
 from pocketnet.data.datamodule import FaceDataModule
@@ -231,6 +231,15 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
         saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))
         print(f"error: stopped by SIGTERM; resume with ckpt_path={saved}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except DATA_ERRORS as err:  # found mid-training (in a loader worker, perhaps)
+        saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))
+        print(
+            f"error: {one_line(err)}; training stopped at epoch {run.trainer.current_epoch + 1}, "
+            f"step {run.trainer.global_step}, its state saved: fix the data or set "
+            f"data.skip_corrupt=true, and resume with ckpt_path={saved}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     finally:
         finish_wandb()
 
