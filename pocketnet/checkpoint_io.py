@@ -61,17 +61,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_orphans(folder: Path) -> list[Path]:
+def remove_orphans(folder: Path) -> None:
     """Delete the ``<name>.tmp<pid>`` files in ``folder`` whose writer is no longer running
-    (a kill during a write); the removed paths."""
-    orphans = [
-        p
-        for p in folder.glob("*.tmp*")
-        if (m := _TMP.match(p.name)) and int(m[1]) != os.getpid() and not _alive(int(m[1]))
-    ]
-    for p in orphans:
-        p.unlink(missing_ok=True)
-    return orphans
+    (a kill during a write)."""
+    for p in folder.glob("*.tmp*"):
+        if (m := _TMP.match(p.name)) and int(m[1]) != os.getpid() and not _alive(int(m[1])):
+            p.unlink(missing_ok=True)
 
 
 def check_writable(*folders: str | Path) -> None:

@@ -11,7 +11,6 @@ from pocketnet.console import print_config_tree
 from pocketnet.results import PipelineResult, RunResult
 from pocketnet.runtime import SetupError
 from pocketnet.stages.stage import STAGES
-from pocketnet.untrusted import load_torch_file
 
 __all__ = ["run"]
 
@@ -25,8 +24,6 @@ def run(cfg: DictConfig) -> RunResult | PipelineResult:
     try:
         check_values(cfg)
         stage = STAGES.get(cfg.stage.name)
-        if cfg.ckpt_path is not None:  # refused here if unsafe or unreadable, before any work
-            load_torch_file(cfg.ckpt_path, "ckpt_path")
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from None
     return stage().run(cfg)

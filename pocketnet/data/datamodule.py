@@ -104,7 +104,7 @@ class FaceDataModule(L.LightningDataModule):
         return DataLoader(dataset, **options)
 
     def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         return 0 if trainer is None else trainer.current_epoch
 
     def _skip(self, epoch: int) -> int:
@@ -116,7 +116,7 @@ class FaceDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, int]:
         """Where training is in the epoch's order, and the order's seed (kept in checkpoints:
         a run with ``seed=null`` resumes in its own order)."""
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if trainer is None:
             return {}
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
@@ -152,7 +152,7 @@ class FaceDataModule(L.LightningDataModule):
         ]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = getattr(self, "trainer", None)
+        trainer = self.trainer
         if trainer is not None and trainer.training:
             images, labels, keys = batch
             keys = self.flip(images, keys)
