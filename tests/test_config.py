@@ -119,6 +119,31 @@ def test_sweeps_are_checked_on_their_first_value():
         check_overrides(["trainer.max_epoch=1,2"])
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "stage.optimizer.lr=interval(0.01,0.1)",
+        "stage.optimizer.lr=tag(log, interval(0.001, 0.1))",
+        "seed=interval(1,4)",
+        "seed=range(1,4)",
+        "seed=shuffle(range(1,4))",
+        "head=choice(arcface,cosface)",
+        "head=glob(*)",
+    ],
+)
+def test_every_sweeper_grammar_is_accepted(override):
+    check_overrides([override])
+
+
+def test_every_option_of_a_group_sweep_is_checked_and_interval_keys_too():
+    with pytest.raises(ConfigError, match="unknown option 'cosfac'.*Did you mean 'cosface'"):
+        check_overrides(["head=choice(arcface,cosfac)"])
+    with pytest.raises(ConfigError, match="unknown config key 'stage.optimizer.lrr'"):
+        check_overrides(["stage.optimizer.lrr=interval(0.01,0.1)"])
+    with pytest.raises(ConfigError, match=r"stage.optimizer.lr=-0.1 .*finite number > 0"):
+        check_overrides(["stage.optimizer.lr=interval(-0.1,0.1)"])
+
+
 def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pocketnet", "trainer.max_epoch=3"],

@@ -1,7 +1,8 @@
 """Turn config mistakes into one clear message before Hydra starts the job.
 
-The command-line overrides are composed once with Hydra's compose API (sweeps take their first
-value). On failure the error names the key or option at fault, lists what is valid there and
+The command-line overrides are composed with Hydra's compose API, sweeps reduced to one value
+(every override grammar Hydra's sweepers accept: lists, ``range``, ``choice``, ``interval``,
+``tag``, ``glob``); each further group option a sweep names is composed too. On failure the error names the key or option at fault, lists what is valid there and
 suggests the closest spelling, instead of a stack trace.
 """
 
@@ -11,6 +12,7 @@ import difflib
 import re
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, IntervalSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -30,18 +32,43 @@ class ConfigError(ValueError):
     """A misspelt key, a wrong type or an unknown group option."""
 
 
-def _first_values(overrides: list[str]) -> list[str]:
-    """Job overrides with every sweep reduced to its first value (``a=1,2`` -> ``a=1``)."""
+def _jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs to compose for checking a command line: first, every sweep reduced to one value
+    (the first of a list, range or choice, ``a=1,2`` -> ``a=1``; the start of an
+    ``interval(...)``, tagged or not); then one job per further non-numeric value of a sweep
+    (``head=arcface,cosfac`` checks both options before the first job runs). A ``glob(...)`` of
+    group options is left to Hydra's sweeper."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    out = []
+    first: list[str] = []
+    others: list[tuple[int, str]] = []
     for text, ov in zip(overrides, parsed, strict=True):
         if ov.is_hydra_override():
             continue
+        key = ov.get_key_element()
         if ov.is_sweep_override():
-            first = next(iter(ov.sweep_string_iterator()))
-            text = f"{ov.get_key_element()}={first}"
-        out.append(text)
-    return out
+            value = ov.value()
+            if isinstance(value, Glob):
+                continue
+            if isinstance(value, IntervalSweep):
+                values = [value.start]
+            else:
+                values = list(ov.sweep_string_iterator())
+            values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+            others += [(len(first), f"{key}={v}") for v in values[1:] if not _numeric(v)]
+            text = f"{key}={values[0]}"
+        first.append(text)
+    jobs = [first]
+    for i, text in others:
+        jobs.append(first[:i] + [text] + first[i + 1 :])
+    return jobs
+
+
+def _numeric(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _node_keys(cfg: DictConfig, dotted: str) -> list[str] | None:
@@ -99,17 +126,18 @@ def _explain(err: Exception, overrides: list[str], config_name: str) -> str:
 
 
 def check_overrides(overrides: list[str], config_name: str = "config") -> None:
-    """Compose the job's config once; raise :class:`ConfigError` with an explanation if it fails."""
+    """Compose the job's config (and each further option a sweep names); raise :class:`ConfigError` with an explanation if it fails."""
     try:
-        job = _first_values(overrides)
+        jobs = _jobs(overrides)
     except HydraException as err:
         raise ConfigError(f"cannot parse the command-line overrides: {err}") from None
-    try:
-        cfg = compose(job, config_name)
-        OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err, job, config_name)) from None
-    try:
-        check_values(cfg)
-    except (ValueError, OmegaConfBaseException) as err:
-        raise ConfigError(str(err).split("\n")[0]) from None
+    for job in jobs:
+        try:
+            cfg = compose(job, config_name)
+            OmegaConf.to_container(cfg, resolve=False, throw_on_missing=True)
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(_explain(err, job, config_name)) from None
+        try:
+            check_values(cfg)
+        except (ValueError, OmegaConfBaseException) as err:
+            raise ConfigError(str(err).split("\n")[0]) from None
