@@ -150,3 +150,19 @@ def test_teacher_trains_a_pocketnet_and_its_bank_rebuilds_it(tmp_path):
     rebuilt = backbone_from_config(payload["model_config"]["backbone"], 32)
     rebuilt.load_state_dict(payload["backbone"])
     assert type(rebuilt).__name__ == "PocketNet" and len(rebuilt.cells) == 3
+
+
+def test_lightning_debug_flags_validate_on_the_pairs_they_see(tmp_path):
+    """fast_dev_run and limit_val_batches run (issue 20): the metric keeps the complete pairs."""
+    cfg = compose_run(tmp_path, [*FAST, "++trainer.fast_dev_run=true", "data.val_batch_size=24"])
+    with pytest.warns(UserWarning, match="limited validation: figures on 12 of 40 pairs"):
+        row = run(cfg)
+    assert 0.0 <= row.best_acc <= 1.0
+
+    cfg = compose_run(tmp_path, [*FAST, "++trainer.fast_dev_run=true", "data.val_batch_size=16"])
+    with pytest.raises(SetupError, match="fast_dev_run=True .* validates on 8 pairs"):
+        run(cfg)
+
+    cfg = compose_run(tmp_path / "limit", [*FAST, "++trainer.limit_val_batches=2"])
+    with pytest.warns(UserWarning, match="figures on 32 of 40 pairs"):
+        run(cfg)

@@ -163,8 +163,30 @@ def test_metric_shuffled_batches_with_duplicates():
             assert out[k].item() == pytest.approx(v, abs=1e-6), k
 
     metric.reset()
-    metric.update(emb[:599], torch.arange(599))
-    with pytest.raises(RuntimeError, match=r"1 never seen \(first: \[599\]\)"):
+    metric.update(emb[:3], torch.tensor([0, 1, 600]))
+    with pytest.raises(RuntimeError, match=r"1 indices out of range \(first: \[600\]\)"):
+        metric.compute()
+
+
+def test_limited_validation_is_judged_on_the_complete_pairs_it_saw():
+    gen = torch.Generator().manual_seed(1)
+    issame = torch.rand(300, generator=gen) < 0.5
+    emb = torch.randn(600, 32, generator=gen)
+    emb[1::2][issame] = emb[0::2][issame] + 0.8 * torch.randn(int(issame.sum()), 32, generator=gen)
+    seen = torch.cat([torch.arange(0, 161), torch.tensor([401, 400, 403])])  # 81 pairs + 2 halves
+    expected = evaluate_verification(
+        torch.cat([emb[:160], emb[400:402]]), torch.cat([issame[:80], issame[200:201]])
+    )
+    metric = VerificationMetric(issame.tolist())
+    metric.update(emb[seen.flip(0)], seen.flip(0))
+    with pytest.warns(UserWarning, match="figures on 81 of 300 pairs"):
+        out = metric.compute()
+    assert out["acc"].item() == pytest.approx(expected.accuracy, abs=1e-6)
+    assert out["auc"].item() == pytest.approx(expected.auc, abs=1e-6)
+
+    metric.reset()
+    metric.update(emb[:19], torch.arange(19))
+    with pytest.raises(RuntimeError, match="saw 9 complete pairs of 300: 10-fold"):
         metric.compute()
 
 

@@ -39,3 +39,24 @@ def check_values(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value} cannot be used: it must be {what}")
     if OmegaConf.select(cfg, "trainer.max_epochs") == -1 and cfg.trainer.max_steps <= 0:
         raise ValueError("trainer.max_epochs=-1 trains forever unless trainer.max_steps > 0")
+    _check_limited_validation(cfg)
+
+
+NFOLDS = 10  # verification's folds: a limited validation must see this many complete pairs
+
+
+def _check_limited_validation(cfg: DictConfig) -> None:
+    """A validation limited to a number of batches must still hold ten complete pairs."""
+    batch = OmegaConf.select(cfg, "data.val_batch_size", default=None)
+    dev_run = OmegaConf.select(cfg, "trainer.fast_dev_run", default=False)
+    limit = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
+    for key, value in (("trainer.fast_dev_run", dev_run), ("trainer.limit_val_batches", limit)):
+        if batch is None or isinstance(value, float) or value in (None, False):
+            continue
+        batches = 1 if value is True else value
+        if batches > 0 and batches * batch // 2 < NFOLDS:
+            raise ValueError(
+                f"{key}={value} with data.val_batch_size={batch} validates on "
+                f"{batches * batch // 2} pairs: {NFOLDS}-fold verification needs "
+                f"{NFOLDS} (>= {-(-2 * NFOLDS // batch)} batches, or a larger val_batch_size)"
+            )

@@ -10,6 +10,7 @@ and ROC AUC over all pairs. Everything is vectorised in torch and runs in float6
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -192,6 +193,7 @@ class VerificationMetric(torchmetrics.Metric):
         self.fars = tuple(fars)
         self.add_state("embeddings", default=[], dist_reduce_fx="cat")
         self.add_state("indices", default=[], dist_reduce_fx="cat")
+        self.warned = False
 
     def update(self, embeddings: torch.Tensor, indices: torch.Tensor) -> None:
         """Add (B, D) embeddings of the images at positions ``indices`` (B,) of the set."""
@@ -204,7 +206,9 @@ class VerificationMetric(torchmetrics.Metric):
         self.indices.append(indices.detach().long())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Order by index, drop repeats (DistributedSampler padding), run the protocol."""
+        """Order by index, drop repeats (DistributedSampler padding), run the protocol. A
+        limited validation (``trainer.limit_val_batches``, ``fast_dev_run``) is judged on the
+        pairs whose two images were both seen, with a warning saying how many."""
         num_images = 2 * self.issame.numel()
         if isinstance(self.indices, list) and not self.indices:  # a tensor once DDP-synced
             raise RuntimeError("VerificationMetric.compute called before any update")
@@ -215,17 +219,34 @@ class VerificationMetric(torchmetrics.Metric):
         first = torch.ones_like(indices, dtype=torch.bool)
         first[1:] = indices[1:] != indices[:-1]
         indices, embeddings = indices[first], embeddings[order[first]]
-        if indices.numel() != num_images or not torch.equal(
-            indices, torch.arange(num_images, device=indices.device)
-        ):
-            seen = torch.zeros(num_images, dtype=torch.bool)
-            valid = indices[(indices >= 0) & (indices < num_images)].cpu()
-            seen[valid] = True
-            missing = (~seen).nonzero().flatten()
+        outside = (indices < 0) | (indices >= num_images)
+        if outside.any():
             raise RuntimeError(
-                f"VerificationMetric expects images 0..{num_images - 1}: {missing.numel()} never "
-                f"seen (first: {missing[:10].tolist()}), {indices.numel() - valid.numel()} "
-                "out of range"
+                f"VerificationMetric expects images 0..{num_images - 1}: "
+                f"{int(outside.sum())} indices out of range (first: "
+                f"{indices[outside][:10].tolist()})"
             )
-        result = evaluate_verification(embeddings, self.issame, self.nfolds, self.fars)
+        issame = self.issame
+        if indices.numel() != num_images:
+            seen = torch.zeros(num_images, dtype=torch.bool, device=indices.device)
+            seen[indices] = True
+            pairs = (seen[0::2] & seen[1::2]).nonzero().flatten()
+            if pairs.numel() < self.nfolds:
+                raise RuntimeError(
+                    f"validation saw {pairs.numel()} complete pairs of {issame.numel()}: "
+                    f"{self.nfolds}-fold verification needs at least {self.nfolds}; let "
+                    "trainer.limit_val_batches or data.val_batch_size cover more images"
+                )
+            if not self.warned:
+                warnings.warn(
+                    f"limited validation: figures on {pairs.numel()} of {issame.numel()} pairs "
+                    "(those whose two images were seen)",
+                    stacklevel=2,
+                )
+                self.warned = True
+            wanted = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
+            position = torch.full((num_images,), -1, dtype=torch.long, device=indices.device)
+            position[indices] = torch.arange(indices.numel(), device=indices.device)
+            embeddings, issame = embeddings[position[wanted]], issame[pairs]
+        result = evaluate_verification(embeddings, issame, self.nfolds, self.fars)
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in result.as_dict().items()}
