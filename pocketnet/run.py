@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pocketnet.config.values import check_values
 from pocketnet.console import print_config_tree
@@ -12,7 +13,22 @@ from pocketnet.results import PipelineResult, RunResult
 from pocketnet.runtime import SetupError
 from pocketnet.stages.stage import STAGES
 
-__all__ = ["run"]
+__all__ = ["check_devices", "run"]
+
+
+def check_devices(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without (enough) CUDA GPUs: one line, before any work."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    wanted = len(devices) if isinstance(devices, ListConfig | list) else devices
+    if found == 0 or (isinstance(wanted, int) and wanted > found):
+        raise SetupError(
+            f"trainer.accelerator={accelerator} trainer.devices={devices}: this machine has "
+            f"{found} CUDA GPU(s); use trainer=cpu (or trainer.accelerator=cpu), or fewer devices"
+        )
 
 
 def run(cfg: DictConfig) -> RunResult | PipelineResult:
@@ -21,6 +37,7 @@ def run(cfg: DictConfig) -> RunResult | PipelineResult:
         print_config_tree(cfg)
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise SetupError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
+    check_devices(cfg)
     try:
         check_values(cfg)
         stage = STAGES.get(cfg.stage.name)

@@ -5,10 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from pocketnet.config.checks import ConfigError, check_overrides
-from pocketnet.runtime import CONF_DIR
+from pocketnet.run import run
+from pocketnet.runtime import CONF_DIR, SetupError
+from tests.conftest import compose_run
 
 GROUPS = sorted(
     p.name
@@ -156,6 +159,15 @@ def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert "unknown config key 'trainer.max_epoch'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+@pytest.mark.parametrize("override", ["trainer=gpu", "trainer=ddp"])
+def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_work(tmp_path, override):
+    cfg = compose_run(tmp_path, ["stage=teacher", "debug=fast", "data=tiny", override])
+    with pytest.raises(SetupError, match=r"accelerator=gpu .* 0 CUDA GPU\(s\); use trainer=cpu"):
+        run(cfg)
+    assert not (tmp_path / "out" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize(

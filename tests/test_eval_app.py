@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from pocketnet.config.store import beside_run
 from pocketnet.data.cli import main as data_main
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
@@ -165,3 +166,26 @@ def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: ckpt_path=/no/such.ckpt: no such file"
+
+
+def test_eval_cli_writes_into_the_run_folder_of_its_checkpoint(teacher_run, tmp_path):
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pocketnet.cli import eval_main; eval_main()",
+            f"ckpt_path={ckpt}",
+            "eval.practical=false",
+            f"paths.root_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (out,) = (teacher_run / "eval").iterdir()
+    assert (out / "metrics.json").is_file() and (out / "roc_synthetic.png").is_file()
+    assert not (tmp_path / "logs").exists()
+    # a file outside a run folder: logs/<task>/runs/<time>
+    assert beside_run(str(tmp_path / "backbone.pth"), "eval", "/L").startswith("/L/eval/runs/20")

@@ -2,8 +2,9 @@
 
 The command-line overrides are composed with Hydra's compose API, sweeps reduced to one value
 (every override grammar Hydra's sweepers accept: lists, ``range``, ``choice``, ``interval``,
-``tag``, ``glob``); each further group option a sweep names is composed too. On failure the error names the key or option at fault, lists what is valid there and
-suggests the closest spelling, instead of a stack trace.
+``tag``, ``glob``); each further group option a sweep names is composed too. On failure the
+error names the key or option at fault, lists what is valid there and suggests the closest
+spelling, instead of a stack trace.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def _explain(err: Exception, overrides: list[str], config_name: str) -> str:
 
 
 def check_overrides(overrides: list[str], config_name: str = "config") -> None:
-    """Compose the job's config (and each further option a sweep names); raise :class:`ConfigError` with an explanation if it fails."""
+    """Compose the job's config (and each further option a sweep names); raise
+    :class:`ConfigError` with an explanation if it fails."""
     try:
         jobs = _jobs(overrides)
     except HydraException as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -17,19 +18,33 @@ from pocketnet.config.schema import (
 )
 from pocketnet.distill.methods import KD_METHODS
 
-__all__ = ["register_configs"]
+__all__ = ["beside_run", "register_configs"]
+
+
+def beside_run(ckpt_path: str, task: str, log_dir: str) -> str:
+    """The folder of a ``pocketnet-eval`` / ``pocketnet-export`` job: ``<run>/<task>/<time>``
+    for a checkpoint of a pocketnet run (``<run>/checkpoints/*.ckpt`` beside its config.yaml),
+    else ``<log_dir>/<task>/runs/<time>``."""
+    now = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    ckpt = Path(ckpt_path)
+    run = ckpt.parent.parent
+    if ckpt.parent.name == "checkpoints" and (run / "config.yaml").is_file():
+        return str(run / task / now)
+    return str(Path(log_dir) / task / "runs" / now)
 
 
 def register_configs() -> None:
     """The root schemas (``pocketnet_schema``, ``pocketnet_eval_schema``,
     ``pocketnet_export_schema``), every ``schema/<group>/<kind>`` (the KD methods' from their
-    files) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` resolvers."""
+    files) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` / ``pocketnet.beside_run``
+    resolvers."""
     OmegaConf.register_new_resolver(
         "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
     )
     # the working directory, also where Hydra's own `hydra:` resolver is not set yet (the sweep
     # folder of a multirun is resolved before any job exists)
     OmegaConf.register_new_resolver("pocketnet.cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("pocketnet.beside_run", beside_run, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
     cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
