@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pocketnet.data.encoded import CorruptImageError
 from pocketnet.data.recordio import RecordIOError
+from pocketnet.progress import LineProgress
 
 __all__ = [
     "DATA_ERRORS",
@@ -121,9 +123,12 @@ class SaveOnFailure(L.Callback):
 
 
 def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[L.Callback]:
-    """Progress bar, model summary, checkpointing, lr monitor and the failure guard."""
+    """Progress (a bar on a terminal, else lines), model summary, checkpointing, lr monitor and
+    the failure guard."""
     out: list[L.Callback] = []
-    if cfg.progress.rich:
+    if not sys.stdout.isatty():  # a bar would print nothing until the stage ends
+        out.append(LineProgress(cfg.progress.line_every_s))
+    elif cfg.progress.rich:
         out.append(cb.RichProgressBar(refresh_rate=cfg.progress.refresh_rate))
     else:
         out.append(cb.TQDMProgressBar(refresh_rate=cfg.progress.refresh_rate))

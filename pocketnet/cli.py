@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from pocketnet.config.checks import ConfigError, check_overrides
 from pocketnet.config.store import register_configs
+from pocketnet.console import configure_console
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
 from pocketnet.run import run
 from pocketnet.runtime import CONF_DIR, SetupError
@@ -78,6 +79,7 @@ def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
     def app(cfg: DictConfig) -> Any:
+        configure_console()
         try:
             return job(cfg)
         except SetupError as err:

@@ -1,16 +1,59 @@
-"""What a run prints: the composed config as a tree and the results table."""
+"""What a run prints: the composed config as a tree and the results table; the libraries'
+adverts and deprecation notices about their own internals silenced."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import rich
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-__all__ = ["print_config_tree", "print_results"]
+__all__ = ["console", "print_config_tree", "print_results", "configure_console"]
+
+PIPED_WIDTH = 200  # rich's 80 columns would cut a results table's headers in a log file
+
+
+def console() -> Console:
+    """rich's console: the terminal's width, or 200 columns when the output is a file or pipe
+    (``COLUMNS`` still wins)."""
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=PIPED_WIDTH)
+
+
+# Lines from Lightning's rank-zero logger that tell a user nothing about their run.
+NOISE = (
+    "💡 Tip:",
+    "Loading `train_dataloader` to estimate",
+    "Trainer already configured with model summary callbacks",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(NOISE)
+
+
+def configure_console() -> None:
+    """Silence Lightning's cloud-logger advert and step-estimate notice, and the deprecation
+    warning Lightning's own tree utilities raise under recent torch (nothing a user can act on);
+    give rich's shared console (Lightning's model summary) the piped width."""
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        rich.reconfigure(width=PIPED_WIDTH)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
 
 FIRST = (
     "stage",
@@ -26,7 +69,7 @@ FIRST = (
 )
 
 
-def print_config_tree(cfg: DictConfig, console: Console | None = None) -> None:
+def print_config_tree(cfg: DictConfig, out: Console | None = None) -> None:
     """The resolved config, one branch per group (groups first, then the top-level keys)."""
     tree = Tree("config", style="bold")
     rest = {k: v for k, v in cfg.items() if k not in FIRST}
@@ -35,7 +78,7 @@ def print_config_tree(cfg: DictConfig, console: Console | None = None) -> None:
             branch = tree.add(f"[bold cyan]{key}")
             branch.add(OmegaConf.to_yaml(cfg[key], resolve=True).rstrip() or "null")
     tree.add("[bold cyan]run").add(OmegaConf.to_yaml(OmegaConf.create(rest), resolve=True).rstrip())
-    (console or Console()).print(tree)
+    (out or console()).print(tree)
 
 
 def _fmt(value: Any) -> str:
@@ -47,7 +90,7 @@ def _fmt(value: Any) -> str:
 
 
 def print_results(
-    title: str, rows: Sequence[Mapping[str, Any]], console: Console | None = None
+    title: str, rows: Sequence[Mapping[str, Any]], out: Console | None = None
 ) -> None:
     """One column per model (its ``model`` key), one row per figure, in first-seen order."""
     keys: list[str] = []
@@ -59,4 +102,4 @@ def print_results(
         table.add_column(str(row.get("model", i)), justify="right")
     for key in keys:
         table.add_row(key, *(_fmt(row[key]) if key in row else "-" for row in rows))
-    (console or Console()).print(table)
+    (out or console()).print(table)

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.markdown import Markdown
 
+from pocketnet.console import console as make_console
 from pocketnet.results import PipelineResult, load_results
 
 __all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
@@ -380,7 +381,7 @@ def write_report(
 ) -> list[Path]:
     """Collect, group and write everything; warnings go to stderr. Returns the files written."""
     over = over or ["seed"]
-    console = console or Console()
+    console = console or make_console()
     runs, warnings = collect_runs(root)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -65,28 +65,36 @@ def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) ->
         w = cfg.wandb
         if w.offline:
             os.environ["WANDB_MODE"] = "offline"
-        loggers.append(
-            WandbLogger(
-                project=w.project,
-                entity=w.entity,
-                group=w.group,
-                tags=list(w.tags),
-                offline=w.offline,
-                log_model=w.log_model,
-                save_dir=str(output_dir),
-                id=wandb_run_id(output_dir) if resume_step is not None else None,
-                resume="allow" if resume_step is not None else None,
-            )
+        # no banner or 30-line run summary: finish_wandb prints where the run is
+        # (WANDB_SILENT=false brings wandb's own output back)
+        os.environ.setdefault("WANDB_SILENT", "true")
+        logger = WandbLogger(
+            project=w.project,
+            entity=w.entity,
+            group=w.group,
+            tags=list(w.tags),
+            offline=w.offline,
+            log_model=w.log_model,
+            save_dir=str(output_dir),
+            id=wandb_run_id(output_dir) if resume_step is not None else None,
+            resume="allow" if resume_step is not None else None,
         )
+        # Lightning always passes wandb.init an `anonymous` argument that wandb warns about
+        logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     return loggers
 
 
 def finish_wandb() -> None:
     """End this process's wandb run, so that the next run (a pipeline stage, a sweep job, an
-    evaluation) starts its own instead of reusing it."""
+    evaluation) starts its own instead of reusing it; say in one line where it is."""
     wandb = sys.modules.get("wandb")  # not imported: no run (and no slow import here)
     if wandb is not None and wandb.run is not None:
+        folder = Path(wandb.run.dir).parent
+        offline = wandb.run.settings.mode in ("offline", "dryrun")
         wandb.finish()
+        how = f"upload it with `wandb sync {folder}`" if offline else "synced"
+        print(f"wandb: run saved in {folder} ({how})")
 
 
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pocketnet.console import configure_console
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.models.factory import backbone_from_config
+from pocketnet.progress import format_eta
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.stages.base import NonFiniteLossError
@@ -166,3 +168,27 @@ def test_lightning_debug_flags_validate_on_the_pairs_they_see(tmp_path):
     cfg = compose_run(tmp_path / "limit", [*FAST, "++trainer.limit_val_batches=2"])
     with pytest.warns(UserWarning, match="figures on 32 of 40 pairs"):
         run(cfg)
+
+
+def test_a_piped_run_prints_progress_lines_and_no_library_noise(tmp_path, capfd):
+    """Output that is not a terminal gets plain progress lines (issue 20), not a silent bar."""
+    configure_console()
+    cfg = compose_run(tmp_path, [*FAST, "callbacks.progress.line_every_s=0", "logger=default"])
+    row = run(cfg)
+    out = capfd.readouterr()
+    lines = out.out.splitlines()
+    steps = [line for line in lines if line.startswith("epoch ") and "  step " in line]
+    assert [s.split("  loss")[0] for s in steps] == [
+        f"epoch {e}/2  step {i}/3" for e in (1, 2) for i in (1, 2, 3)
+    ]
+    assert all(" img/s  ETA " in s for s in steps)
+    assert sum(line.startswith("epoch 2 validated: val/acc 0.") for line in lines) == 1
+    assert f"Total FLOPs: {row.mflops:.1f} M" in out.out  # Lightning's summary: the net's, not 0
+    text = out.out + out.err
+    for noise in ("litlogger", "anonymous setting", "Run history", "LeafSpec"):
+        assert noise not in text
+    assert f"wandb: run saved in {tmp_path / 'run' / 'wandb'}" in out.out
+
+
+def test_eta_format():
+    assert [format_eta(s) for s in (0, 59.6, 61, 3600 + 62)] == ["0:00", "1:00", "1:01", "1:01:02"]

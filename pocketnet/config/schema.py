@@ -381,6 +381,7 @@ class LoggerConfig:
 class ProgressConfig:
     rich: bool = MISSING
     refresh_rate: int = MISSING
+    line_every_s: float = MISSING
 
 
 @dataclass

@@ -152,6 +152,8 @@ class FaceDataModule(L.LightningDataModule):
         ]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, torch.Tensor):  # bare images (Lightning's example input)
+            return batch
         trainer = self.trainer
         if trainer is not None and trainer.training:
             images, labels, keys = batch

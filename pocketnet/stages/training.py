@@ -121,6 +121,7 @@ def setup_run(
     CPU latency), logged as ``model/*`` (by a new run; a resumed one has them)."""
     parts = stage.build(cfg, output_dir)
     module, size = parts.module, stage.input_size(cfg)
+    module.example_input_array = torch.zeros(1, 3, size, size)  # the summary's FLOPs and sizes
     kwargs = _trainer_kwargs(cfg, module)
     loggers = build_loggers(cfg.logger, output_dir, resume_step)
     callbacks = build_callbacks(cfg.callbacks, output_dir, has_logger=bool(loggers))
