@@ -18,6 +18,10 @@ __all__ = ["PipelineResult", "RunResult", "SET_FIGURES", "load_results"]
 SET_FIGURES = ("acc", "tar@far=1e-3", "tar@far=1e-4", "auc")
 """The per-set figures a row shows (``metrics`` holds every logged one)."""
 
+UNRELIABLE_SPREAD = 1.5
+"""A latency whose 90th percentile exceeds its median by more than this factor is marked
+unreliable in the results (timed passes disturbed by other work on the machine)."""
+
 
 @dataclass
 class RunResult:
@@ -50,12 +54,25 @@ class RunResult:
             out["best acc"] = self.best_acc
         return out
 
+    def latency_note(self) -> str | None:
+        """Why the CPU latency is not to be trusted: its timed passes spread too widely (a busy
+        machine), or None."""
+        if self.cpu_ms is None or self.cpu_ms_p90 is None:
+            return None
+        spread = self.cpu_ms_p90 / self.cpu_ms
+        if spread <= UNRELIABLE_SPREAD:
+            return None
+        return f"unreliable: p90 {spread:.1f}x the median (a busy machine? re-measure)"
+
     def row(self) -> dict[str, Any]:
         """A run's line in a results table: what it is, then :meth:`figures`."""
         out: dict[str, Any] = {"model": self.model, "stage": self.stage, **self.about}
         out["head params"] = self.head_params
         if self.cpu_ms_p90 is not None:
             out["CPU ms p90"] = self.cpu_ms_p90
+        note = self.latency_note()
+        if note is not None:
+            out["CPU ms note"] = note
         out.update({"input": self.input_size, "embedding": self.embedding_size})
         if self.train_min is not None:
             out["train min"] = self.train_min
