@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.metadata import version
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from pocketnet import __version__
 from pocketnet.config.checks import ConfigError, check_overrides
 from pocketnet.config.store import register_configs
 from pocketnet.console import configure_console
@@ -65,11 +67,22 @@ def _overrides(args: list[str]) -> list[str]:
     return overrides
 
 
+def versions() -> str:
+    """``pocketnet X (hydra Y, lightning Z, torch T, timm U)``: the package's and its engines'."""
+    engines = ", ".join(
+        f"{name} {version(name)}" for name in ("hydra-core", "lightning", "torch", "timm")
+    )
+    return f"pocketnet {__version__} ({engines})"
+
+
 def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
     """Check the command-line overrides against ``conf/<config_name>.yaml``, then run ``job``
     as a Hydra app."""
     register_configs()
     args = sys.argv[1:]
+    if "--version" in args:
+        print(versions())
+        sys.exit(0)
     if not HELP_FLAGS.intersection(args):
         try:
             check_overrides(_overrides(args), config_name)

@@ -193,3 +193,37 @@ def test_bare_pocketnet_is_the_quickstart_and_any_override_is_neutral(
     assert launched == [[*args, "experiment=quickstart"] if quickstart else args]
     notice = capsys.readouterr().err
     assert ("running the quickstart (experiment=quickstart)" in notice) == quickstart
+
+
+def _cli(monkeypatch, capsys, *args: str, main: str = "main") -> tuple[int, str]:
+    from pocketnet import cli
+
+    monkeypatch.setattr(sys, "argv", ["pocketnet", *args])
+    code = 0
+    try:
+        getattr(cli, main)()
+    except SystemExit as stop:
+        code = stop.code or 0
+    return code, capsys.readouterr().out
+
+
+def test_version_help_and_resolved_config(monkeypatch, capsys, tmp_path):
+    from pocketnet import __version__
+
+    monkeypatch.chdir(tmp_path)
+    code, out = _cli(monkeypatch, capsys, "--version")
+    assert code == 0 and out.startswith(f"pocketnet {__version__} (hydra-core 1.3")
+
+    code, out = _cli(monkeypatch, capsys, "--help")
+    groups = out.split("== Config groups (group=option) ==")[1].split("== Config")[0]
+    assert "schema" not in groups
+    assert "kd                         adversarial, embedding, multi_step, none, rkd" in groups
+    assert "optimizer@stage.optimizer  adamw, sgd" in groups
+    code, out = _cli(monkeypatch, capsys, "--help", main="eval_main")
+    assert "conf/eval.yaml" in out and "\nkd " not in out
+
+    code, out = _cli(monkeypatch, capsys, "stage=teacher", "--cfg", "job", "--resolve")
+    resolved = OmegaConf.create(out)
+    assert resolved.paths.output_dir == "<the run folder, made when the job starts>"
+    assert resolved.paths.log_dir == str(tmp_path / "logs")
+    assert not (tmp_path / "logs").exists()

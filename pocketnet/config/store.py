@@ -7,8 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from pocketnet import __version__
+from pocketnet.config.help import group_listing
 from pocketnet.config.schema import (
     SCHEMAS,
     EvalAppConfig,
@@ -33,11 +36,24 @@ def beside_run(ckpt_path: str, task: str, log_dir: str) -> str:
     return str(Path(log_dir) / task / "runs" / now)
 
 
+NO_RUN_YET = "<the run folder, made when the job starts>"
+
+
+def output_dir() -> str:
+    """The job's run folder (Hydra's ``runtime.output_dir``); before a job exists
+    (``--cfg job --resolve``) a placeholder that says so."""
+    if HydraConfig.initialized():
+        folder = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None)
+        if folder:
+            return str(folder)
+    return NO_RUN_YET
+
+
 def register_configs() -> None:
     """The root schemas (``pocketnet_schema``, ``pocketnet_eval_schema``,
     ``pocketnet_export_schema``), every ``schema/<group>/<kind>`` (the KD methods' from their
     files) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` / ``pocketnet.beside_run``
-    resolvers."""
+    / ``pocketnet.output_dir`` / ``pocketnet.help_groups`` / ``pocketnet.version`` resolvers."""
     OmegaConf.register_new_resolver(
         "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
     )
@@ -45,6 +61,9 @@ def register_configs() -> None:
     # folder of a multirun is resolved before any job exists)
     OmegaConf.register_new_resolver("pocketnet.cwd", os.getcwd, replace=True)
     OmegaConf.register_new_resolver("pocketnet.beside_run", beside_run, replace=True)
+    OmegaConf.register_new_resolver("pocketnet.help_groups", group_listing, replace=True)
+    OmegaConf.register_new_resolver("pocketnet.output_dir", output_dir, replace=True)
+    OmegaConf.register_new_resolver("pocketnet.version", lambda: __version__, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
     cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
