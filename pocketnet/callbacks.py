@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import callbacks as cb
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pocketnet.config.instantiate import instantiate_extra
 from pocketnet.data.encoded import CorruptImageError
 from pocketnet.data.recordio import RecordIOError
 from pocketnet.progress import LineProgress
@@ -123,8 +124,8 @@ class SaveOnFailure(L.Callback):
 
 
 def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[L.Callback]:
-    """Progress (a bar on a terminal, else lines), model summary, checkpointing, lr monitor and
-    the failure guard."""
+    """Progress (a bar on a terminal, else lines), model summary, checkpointing, lr monitor, the
+    config's ``extra`` callbacks and the failure guard."""
     out: list[L.Callback] = []
     if not sys.stdout.isatty():  # a bar would print nothing until the stage ends
         out.append(LineProgress(cfg.progress.line_every_s))
@@ -163,6 +164,7 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
             )
     if cfg.lr_monitor and has_logger:
         out.append(cb.LearningRateMonitor(logging_interval="step"))
+    out += instantiate_extra(cfg.get("extra"), "callbacks.extra", L.Callback)
     out.append(SaveOnFailure(ckpt_dir))
     out.append(RandomState())
     return out

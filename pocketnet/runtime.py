@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from pocketnet.config.instantiate import instantiate_extra
 from pocketnet.resume import AppendingCSVLogger, keep_rows_until, wandb_run_id
 
 __all__ = [
@@ -52,7 +53,8 @@ def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
 
 
 def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) -> list[Logger]:
-    """CSV and/or wandb (offline unless ``logger.wandb.offline=false``) in the run folder; with
+    """CSV and/or wandb (offline unless ``logger.wandb.offline=false``) in the run folder, and the
+    ``logger.extra`` ones (TensorBoard, MLflow, any Lightning logger); with
     ``resume_step`` (a resumed run), both go on with the folder's (:mod:`pocketnet.resume`)."""
     loggers: list[Logger] = []
     if cfg.csv is not None:
@@ -82,7 +84,7 @@ def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) ->
         # Lightning always passes wandb.init an `anonymous` argument that wandb warns about
         logger._wandb_init.pop("anonymous", None)
         loggers.append(logger)
-    return loggers
+    return loggers + instantiate_extra(cfg.get("extra"), "logger.extra", Logger)
 
 
 def finish_wandb() -> None:

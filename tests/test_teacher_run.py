@@ -192,3 +192,51 @@ def test_a_piped_run_prints_progress_lines_and_no_library_noise(tmp_path, capfd)
 
 def test_eta_format():
     assert [format_eta(s) for s in (0, 59.6, 61, 3600 + 62)] == ["0:00", "1:00", "1:01", "1:01:02"]
+
+
+def test_tensorboard_mlflow_and_early_stopping_come_from_config(tmp_path):
+    """logger=[csv,tensorboard,mlflow] and callbacks=[default,early_stopping]: real runs of
+    Lightning's own classes, instantiated from their config entries."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_run(
+        tmp_path,
+        [
+            *FAST,
+            "logger=[csv,tensorboard,mlflow]",
+            "callbacks=[default,early_stopping]",
+            "callbacks.extra.early_stopping.patience=1",
+            "callbacks.extra.early_stopping.min_delta=0.5",  # no epoch improves that much
+            "trainer.max_epochs=5",
+        ],
+    )
+    row = run(cfg)
+    out = Path(cfg.paths.output_dir)
+    accs = [float(r["val/synthetic/acc"]) for r in _csv_rows(out) if r.get("val/synthetic/acc")]
+    assert len(accs) == 2  # stopped after the second validation, not the fifth
+
+    (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
+    tb = EventAccumulator(str(events.parent))
+    tb.Reload()
+    assert [e.value for e in tb.Scalars("val/synthetic/acc")] == pytest.approx(accs)
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "pocketnet"]
+    (mlrun,) = client.search_runs([experiment.experiment_id])
+    history = client.get_metric_history(mlrun.info.run_id, "val/synthetic/acc")
+    assert [m.value for m in history] == pytest.approx(accs)
+    assert mlrun.data.metrics["val/acc_best"] == pytest.approx(row.best_acc)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+callbacks.extra.x.monitor=val/acc", "callbacks.extra.x needs _target_"),
+        ("+callbacks.extra.x._target_=torch.nn.Identity", "gives a Identity, not a Lightning Cal"),
+        ("+logger.extra.x._target_=no.such.Logger", "logger.extra.x: Error locating target"),
+    ],
+)
+def test_a_bad_extra_part_is_one_line_naming_it(tmp_path, override, message):
+    with pytest.raises(SetupError, match=message):
+        run(compose_run(tmp_path, [*FAST, override]))

@@ -10,7 +10,7 @@ registers them. The KD methods' schemas live with the methods (:mod:`pocketnet.d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -375,6 +375,8 @@ class LoggerConfig:
 
     wandb: WandbConfig | None = None
     csv: CsvConfig | None = None
+    # any other Lightning logger by name: {_target_: <class>, <its arguments>} (null: none)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -403,6 +405,8 @@ class CallbacksConfig:
     checkpoint: CheckpointConfig | None = None
     model_summary_depth: int = MISSING
     lr_monitor: bool = MISSING
+    # any other Lightning callback by name: {_target_: <class>, <its arguments>} (null: none)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
