@@ -1,10 +1,13 @@
+import csv
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pocketnet.stages.optim import build_optimizer, lr_factor_fn
+from pocketnet.run import run
+from pocketnet.stages.optim import build_optimizer, build_target_scheduler, lr_factor_fn
+from tests.conftest import compose_run
 
 
 def _cfg(**kw):
@@ -46,3 +49,49 @@ def test_optimizer_skips_frozen_parameters():
     assert isinstance(opt, torch.optim.SGD)
     assert [p.numel() for g in opt.param_groups for p in g["params"]] == [4]
     assert opt.defaults["nesterov"] is True
+
+
+def test_any_torch_optimizer_and_scheduler_by_class(tmp_path):
+    """optimizer=target / scheduler=target from the shipped YAML, composed by Hydra, in a real
+    Lightning run: RMSprop with an added argument, ExponentialLR stepped every step."""
+    cfg = compose_run(
+        tmp_path,
+        [
+            "stage=teacher",
+            "debug=fast",
+            "data=tiny",
+            "print_config=false",
+            "optimizer@stage.optimizer=target",
+            "+stage.optimizer.alpha=0.9",
+            "scheduler@stage.scheduler=target",
+            "stage.scheduler.gamma=0.5",
+        ],
+    )
+    run(cfg)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = [float(r["lr-RMSprop"]) for r in rows if r.get("lr-RMSprop")]
+    assert lrs == pytest.approx([0.01 * 0.5**i for i in range(6)])
+
+    layer = torch.nn.Linear(2, 2)
+    opt = build_optimizer(layer.parameters(), cfg.stage.optimizer)
+    assert isinstance(opt, torch.optim.RMSprop) and opt.defaults["alpha"] == 0.9
+
+
+@pytest.mark.parametrize(
+    "node,message",
+    [
+        ({"name": "target", "_target_": "torch.nn.Linear"}, "is not a torch.optim.optimizer.Opt"),
+        ({"name": "target", "_target_": "torch.optim.Nope"}, r"_target_=torch.optim.Nope: "),
+    ],
+)
+def test_a_bad_target_optimizer_names_the_key(node, message):
+    with pytest.raises(ValueError, match=message):
+        build_optimizer(torch.nn.Linear(2, 2).parameters(), OmegaConf.create(node))
+
+
+def test_a_bad_scheduler_argument_names_the_class():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    node = {"name": "target", "_target_": "torch.optim.lr_scheduler.StepLR", "step": 3}
+    with pytest.raises(ValueError, match="StepLR: .*unexpected keyword argument 'step'"):
+        build_target_scheduler(opt, OmegaConf.create(node))

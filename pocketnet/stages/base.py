@@ -27,7 +27,12 @@ from torchmetrics import MaxMetric
 
 from pocketnet.evaluation.verification import VerificationMetric, embed_fused
 from pocketnet.models.heads import MarginHead
-from pocketnet.stages.optim import build_optimizer, lr_factor_fn
+from pocketnet.stages.optim import (
+    TARGET,
+    build_optimizer,
+    build_target_scheduler,
+    lr_factor_fn,
+)
 
 __all__ = ["FaceModule", "NonFiniteLossError"]
 
@@ -141,6 +146,9 @@ class FaceModule(L.LightningModule):
     ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
         """An optimiser over ``params`` and its per-step warm-up + decay schedule."""
         optimizer = build_optimizer(params, optimizer_cfg)
+        if scheduler_cfg.name == TARGET:
+            schedule = build_target_scheduler(optimizer, scheduler_cfg)
+            return optimizer, {"scheduler": schedule, "interval": "step", "frequency": 1}
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = self.trainer.num_training_batches / self.trainer.accumulate_grad_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(

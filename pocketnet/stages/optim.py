@@ -1,5 +1,6 @@
 """Optimisers (the ``optimizer`` group) and per-step learning-rate schedules (the ``scheduler``
-group): linear warm-up then cosine / step / constant."""
+group): linear warm-up then cosine / step / constant; or any torch optimiser / scheduler class
+named by ``_target_`` (``optimizer=target``, ``scheduler=target``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,28 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "lr_factor_fn"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_target_scheduler", "lr_factor_fn"]
+
+TARGET = "target"  # the option that names its class: {name: target, _target_: <class>, args}
+
+
+def _target(cfg: Any, key: str, base: type) -> tuple[type, dict[str, Any]]:
+    """The class ``cfg._target_`` (a subclass of ``base``) and its other keys as arguments."""
+    try:
+        cls = get_class(cfg._target_)
+    except (InstantiationException, ImportError, ValueError) as err:
+        raise ValueError(f"{key}._target_={cfg._target_}: {str(err).splitlines()[0]}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(
+            f"{key}._target_={cfg._target_} is not a {base.__module__}.{base.__name__}"
+        )
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    return cls, {k: v for k, v in kwargs.items() if k not in ("name", "_target_")}
+
 
 OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], Any], torch.optim.Optimizer]] = {
     "sgd": lambda params, c: torch.optim.SGD(
@@ -23,6 +44,9 @@ OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], Any], torch.optim.Opti
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
     """The optimiser ``cfg.name`` (an ``optimizer`` group option) over the trainable ``params``."""
+    if cfg.name == TARGET:
+        cls, kwargs = _target(cfg, "optimizer", torch.optim.Optimizer)
+        return cls([p for p in params if p.requires_grad], **kwargs)
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name={cfg.name!r} is not known; valid: {sorted(OPTIMIZERS)}")
     return OPTIMIZERS[cfg.name]([p for p in params if p.requires_grad], cfg)
@@ -63,3 +87,15 @@ def lr_factor_fn(cfg: Any, total_steps: int, steps_per_epoch: float) -> Callable
         return schedule(cfg, step - warmup, total_steps - warmup, [m - warmup for m in milestones])
 
     return factor
+
+
+def build_target_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Any
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``scheduler=target``: the torch scheduler class ``cfg._target_`` over ``optimizer``,
+    stepped after every optimiser step (its arguments count steps)."""
+    cls, kwargs = _target(cfg, "scheduler", torch.optim.lr_scheduler.LRScheduler)
+    try:
+        return cls(optimizer, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"scheduler._target_={cfg._target_}: {err}") from None
