@@ -19,6 +19,7 @@ from pocketnet.runtime import SetupError
 from pocketnet.search.architect import alpha_gradients, kept_buffers
 from pocketnet.search.data import identity_split
 from pocketnet.search.supernet import MixedOp, SuperNet, derive_gene
+from pocketnet.stages.search import SearchModule
 from tests.conftest import compose_run
 
 SEARCH = [
@@ -255,6 +256,11 @@ def test_search_resumes_with_its_record(tmp_path):
     assert (out / "genotype.yaml").is_file()  # the resumed record's best, written at start
     with pytest.raises(ValueError, match="a search checkpoint .* backbone=pocketnet"):
         load_model(out / "checkpoints" / "last.ckpt")
+    # the Lightning way: the supernet and its head rebuilt from the saved hyperparameters
+    module = SearchModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt")
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, final["state_dict"][key]), key
+    assert module.arch_cfg.lr == 1.2e-3 and module.order.value == "first"
 
 
 def test_search_refuses_second_order_without_sgd(tmp_path):

@@ -11,21 +11,28 @@ optimisation, gradient clipping by the Trainer). A stage that updates several op
 turn (adversarial KD, the search) optimises manually through :meth:`FaceModule.manual_step`,
 which clips exactly as the Trainer would (``trainer.gradient_clip_val`` and ``_algorithm``,
 handed over by the runner as :attr:`FaceModule.gradient_clip`).
+
+Loading: every module saves, as its Lightning hyperparameters, the configs that rebuild it
+(:func:`rebuild_spec`), so ``TeacherModule.load_from_checkpoint(path)`` (or the student's, the
+search's) works the Lightning way; the parts are then built from their configs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric
 
 from pocketnet.evaluation.verification import VerificationMetric, embed_fused
+from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.stages.optim import (
     TARGET,
@@ -34,29 +41,71 @@ from pocketnet.stages.optim import (
     lr_factor_fn,
 )
 
-__all__ = ["FaceModule", "NonFiniteLossError"]
+__all__ = ["FaceModule", "NonFiniteLossError", "config_node", "rebuild_spec"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or infinite."""
 
 
+def _plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def rebuild_spec(
+    backbone: Any,
+    input_size: int,
+    head: Any,
+    embedding_size: int,
+    num_classes: int,
+    optimizer: Any,
+    scheduler: Any,
+    val_sets: Mapping[str, torch.Tensor],
+) -> dict[str, Any]:
+    """A module's constructor arguments as plain data (configs, not built parts): what
+    ``load_from_checkpoint`` rebuilds it from. Safe for ``torch.load(weights_only=True)``."""
+    backbone = _plain(backbone)
+    if isinstance(backbone, dict) and "checkpoint" in backbone:
+        backbone = {**backbone, "checkpoint": None}  # the checkpoint holds the weights
+    return {
+        "backbone": {"config": backbone, "input_size": input_size},
+        "head": {
+            "config": _plain(head),
+            "embedding_size": embedding_size,
+            "num_classes": num_classes,
+        },
+        "optimizer": _plain(optimizer),
+        "scheduler": _plain(scheduler),
+        "val_sets": {n: torch.as_tensor(s, dtype=torch.bool) for n, s in val_sets.items()},
+    }
+
+
+def config_node(node: Any) -> Any:
+    """A config node from a checkpoint's plain dict (attribute access, as when composed)."""
+    return OmegaConf.create(node) if isinstance(node, dict) else node
+
+
 class FaceModule(L.LightningModule):
-    """Backbone + margin head with verification validation; subclasses define the step."""
+    """Backbone + margin head with verification validation; subclasses define the step.
+    ``backbone`` and ``head`` are built parts, or their :func:`rebuild_spec` entries."""
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: MarginHead,
+        backbone: nn.Module | Mapping[str, Any],
+        head: MarginHead | Mapping[str, Any],
         optimizer: Any,
         scheduler: Any,
         val_sets: dict[str, torch.Tensor],
     ):
         super().__init__()
+        if isinstance(backbone, Mapping):
+            backbone = backbone_from_config(backbone["config"], backbone["input_size"])
+        if isinstance(head, Mapping):
+            head = head_from_config(head["config"], head["embedding_size"], head["num_classes"])
         self.backbone = backbone
         self.head = head
-        self.optimizer_cfg = optimizer
-        self.scheduler_cfg = scheduler
+        self.optimizer_cfg = config_node(optimizer)
+        self.scheduler_cfg = config_node(scheduler)
         self.val_names = list(val_sets)
         self.val_metrics = nn.ModuleDict({n: VerificationMetric(s) for n, s in val_sets.items()})
         self.acc_best = MaxMetric()

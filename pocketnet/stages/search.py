@@ -10,12 +10,13 @@ figures.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MaxMetric, MeanMetric
 
 from pocketnet.config.schema import SearchOrder
@@ -27,7 +28,7 @@ from pocketnet.search.architect import alpha_gradients, kept_buffers, virtual_st
 from pocketnet.search.data import SearchDataModule
 from pocketnet.search.recorder import SearchRecorder
 from pocketnet.search.supernet import SuperNet
-from pocketnet.stages.base import FaceModule
+from pocketnet.stages.base import FaceModule, config_node, rebuild_spec
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, data_seed
 
@@ -39,8 +40,8 @@ class SearchModule(FaceModule):
 
     def __init__(
         self,
-        supernet: SuperNet,
-        head: MarginHead,
+        supernet: SuperNet | Mapping[str, Any],
+        head: MarginHead | Mapping[str, Any],
         optimizer: Any,
         scheduler: Any,
         arch_optimizer: Any,
@@ -48,9 +49,12 @@ class SearchModule(FaceModule):
         order: str = "second",
         hessian_eps: float = 0.01,
     ):
+        if isinstance(supernet, Mapping):  # from load_from_checkpoint's hyperparameters
+            supernet = SuperNet(**supernet["config"], input_size=supernet["input_size"])
         super().__init__(supernet, head, optimizer, scheduler, val_sets)
+        optimizer = self.optimizer_cfg
         self.automatic_optimization = False
-        self.arch_cfg = arch_optimizer
+        self.arch_cfg = config_node(arch_optimizer)
         self.order = SearchOrder(order)
         if self.order is SearchOrder.second and optimizer.name != "sgd":
             raise ValueError(
@@ -158,16 +162,31 @@ class SearchStage(TrainingStage):
         supernet = SuperNet(**cfg.stage.supernet, input_size=size)
         datamodule.prepare_data()
         head = head_from_config(cfg.head, cfg.stage.supernet.embedding_size, datamodule.num_classes)
+        val_sets = {v.name: v.issame for v in datamodule.val_sets}
         module = SearchModule(
             supernet,
             head,
             cfg.stage.optimizer,
             cfg.stage.scheduler,
             cfg.stage.arch_optimizer,
-            {v.name: v.issame for v in datamodule.val_sets},
+            val_sets,
             cfg.stage.order,
             cfg.stage.hessian_eps,
         )
+        spec = rebuild_spec(
+            cfg.stage.supernet,
+            size,
+            cfg.head,
+            cfg.stage.supernet.embedding_size,
+            datamodule.num_classes,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            val_sets,
+        )
+        spec["supernet"] = spec.pop("backbone")
+        spec["arch_optimizer"] = OmegaConf.to_container(cfg.stage.arch_optimizer, resolve=True)
+        spec |= {"order": SearchOrder(cfg.stage.order).value, "hessian_eps": cfg.stage.hessian_eps}
+        module.save_hyperparameters(spec, logger=False)
         recorder = SearchRecorder(output_dir, cfg.stage.monitor)
         about = {"order": SearchOrder(cfg.stage.order).value}
         return Parts(module, datamodule, "supernet", [recorder], about)

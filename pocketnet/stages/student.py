@@ -12,7 +12,7 @@ follows the student's device and dtype.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDMethod, KDSetup
 from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.models.heads import MarginHead
-from pocketnet.stages.base import FaceModule
+from pocketnet.stages.base import FaceModule, rebuild_spec
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, face_model
 
@@ -39,16 +39,20 @@ class StudentModule(FaceModule):
 
     def __init__(
         self,
-        backbone: nn.Module,
-        head: MarginHead,
+        backbone: nn.Module | Mapping[str, Any],
+        head: MarginHead | Mapping[str, Any],
         optimizer: Any,
         scheduler: Any,
         val_sets: dict[str, torch.Tensor],
-        teacher: FrozenTeacher | None,
-        method: KDMethod,
+        teacher: FrozenTeacher | None = None,
+        method: KDMethod | None = None,
         cache: TeacherCache | None = None,
     ):
         super().__init__(backbone, head, optimizer, scheduler, val_sets)
+        if method is None:  # loaded for inference or evaluation: the student without KD
+            none = OmegaConf.create({"name": "none"})
+            setup = KDSetup(none, self.backbone, None, None, self.head.weight.shape[0], 1)
+            method = KD_METHODS.get("none")(setup)
         self.kd = method  # its modules (a projection, a discriminator) are submodules
         object.__setattr__(self, "teacher", teacher)  # not a submodule (see module docstring)
         self.cache = cache
@@ -97,6 +101,14 @@ class StudentModule(FaceModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.teacher is not None:
             checkpoint["teacher"] = {"source": self.teacher.source, "step": self.teacher.step}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Loaded without its KD method (``load_from_checkpoint``), the student drops that
+        method's training-only weights (a projection, a discriminator); a resumed run has them."""
+        ours = self.state_dict()
+        weights = checkpoint.get("state_dict", {})
+        for key in [k for k in weights if k.startswith("kd.") and k not in ours]:
+            del weights[key]
 
     # ------------------------------------------------------------------ training
 
@@ -188,6 +200,17 @@ class StudentStage(TrainingStage):
             method,
             cache,
         )
+        spec = rebuild_spec(
+            cfg.backbone,
+            self.input_size(cfg),
+            cfg.head,
+            cfg.backbone.embedding_size,
+            datamodule.num_classes,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            val_sets,
+        )
+        module.save_hyperparameters(spec, logger=False)  # loads without teacher or KD parts
         if cache is not None:
             module.use_cache_source(datamodule.ordered_train_loader, datamodule.transform)
         about.update(method.about())

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pocketnet.distill.teacher_bank import TeacherBankCallback
-from pocketnet.stages.base import FaceModule
+from pocketnet.stages.base import FaceModule, rebuild_spec
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, face_model
 
@@ -44,6 +44,17 @@ class TeacherStage(TrainingStage):
         datamodule, backbone, head = face_model(cfg, size)
         val_sets = {v.name: v.issame for v in datamodule.val_sets}
         module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, val_sets)
+        spec = rebuild_spec(
+            cfg.backbone,
+            size,
+            cfg.head,
+            cfg.backbone.embedding_size,
+            datamodule.num_classes,
+            cfg.stage.optimizer,
+            cfg.stage.scheduler,
+            val_sets,
+        )
+        module.save_hyperparameters(spec, logger=False)
         callbacks = []
         bank = cfg.stage.bank
         if bank.enabled:
