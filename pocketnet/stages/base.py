@@ -53,29 +53,28 @@ def _plain(cfg: Any) -> Any:
 
 
 def rebuild_spec(
+    cfg: Any,
     backbone: Any,
     input_size: int,
-    head: Any,
-    embedding_size: int,
     num_classes: int,
-    optimizer: Any,
-    scheduler: Any,
     val_sets: Mapping[str, torch.Tensor],
 ) -> dict[str, Any]:
-    """A module's constructor arguments as plain data (configs, not built parts): what
-    ``load_from_checkpoint`` rebuilds it from. Safe for ``torch.load(weights_only=True)``."""
+    """A module's constructor arguments as plain data (the ``backbone`` config, the run's head,
+    optimiser and schedule; not built parts): what ``load_from_checkpoint`` rebuilds it from.
+    Safe for ``torch.load(weights_only=True)``."""
+    embedding_size = int(backbone.embedding_size)
     backbone = _plain(backbone)
     if isinstance(backbone, dict) and "checkpoint" in backbone:
         backbone = {**backbone, "checkpoint": None}  # the checkpoint holds the weights
     return {
         "backbone": {"config": backbone, "input_size": input_size},
         "head": {
-            "config": _plain(head),
+            "config": _plain(cfg.head),
             "embedding_size": embedding_size,
             "num_classes": num_classes,
         },
-        "optimizer": _plain(optimizer),
-        "scheduler": _plain(scheduler),
+        "optimizer": _plain(cfg.stage.optimizer),
+        "scheduler": _plain(cfg.stage.scheduler),
         "val_sets": {n: torch.as_tensor(s, dtype=torch.bool) for n, s in val_sets.items()},
     }
 

@@ -173,16 +173,7 @@ class SearchStage(TrainingStage):
             cfg.stage.order,
             cfg.stage.hessian_eps,
         )
-        spec = rebuild_spec(
-            cfg.stage.supernet,
-            size,
-            cfg.head,
-            cfg.stage.supernet.embedding_size,
-            datamodule.num_classes,
-            cfg.stage.optimizer,
-            cfg.stage.scheduler,
-            val_sets,
-        )
+        spec = rebuild_spec(cfg, cfg.stage.supernet, size, datamodule.num_classes, val_sets)
         spec["supernet"] = spec.pop("backbone")
         spec["arch_optimizer"] = OmegaConf.to_container(cfg.stage.arch_optimizer, resolve=True)
         spec |= {"order": SearchOrder(cfg.stage.order).value, "hessian_eps": cfg.stage.hessian_eps}

@@ -201,14 +201,7 @@ class StudentStage(TrainingStage):
             cache,
         )
         spec = rebuild_spec(
-            cfg.backbone,
-            self.input_size(cfg),
-            cfg.head,
-            cfg.backbone.embedding_size,
-            datamodule.num_classes,
-            cfg.stage.optimizer,
-            cfg.stage.scheduler,
-            val_sets,
+            cfg, cfg.backbone, self.input_size(cfg), datamodule.num_classes, val_sets
         )
         module.save_hyperparameters(spec, logger=False)  # loads without teacher or KD parts
         if cache is not None:

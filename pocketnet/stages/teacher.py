@@ -44,16 +44,7 @@ class TeacherStage(TrainingStage):
         datamodule, backbone, head = face_model(cfg, size)
         val_sets = {v.name: v.issame for v in datamodule.val_sets}
         module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, val_sets)
-        spec = rebuild_spec(
-            cfg.backbone,
-            size,
-            cfg.head,
-            cfg.backbone.embedding_size,
-            datamodule.num_classes,
-            cfg.stage.optimizer,
-            cfg.stage.scheduler,
-            val_sets,
-        )
+        spec = rebuild_spec(cfg, cfg.backbone, size, datamodule.num_classes, val_sets)
         module.save_hyperparameters(spec, logger=False)
         callbacks = []
         bank = cfg.stage.bank
