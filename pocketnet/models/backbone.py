@@ -109,8 +109,11 @@ class FaceBackbone(FaceNet):
         stages = [f"trunk.{info['module']}" for info in self.trunk.feature_info][-4:]
         return {**{f"stage{i + 1}": p for i, p in enumerate(stages)}, "embedding": "head"}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.trunk.forward_features(x))
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk.forward_features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x)
 
 
 def _feature_shape(trunk: nn.Module, input_size: int) -> tuple[int, int, int]:

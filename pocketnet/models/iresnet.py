@@ -118,6 +118,7 @@ class IResNet(FaceNet):
         x = self.prelu(self.bn1(self.conv1(x)))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.bn2(self.forward_features(x)), 1)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """BN2d -> dropout -> FC -> BN1d: the embedding."""
+        x = torch.flatten(self.bn2(x), 1)
         return self.features(self.fc(self.dropout(x)))

@@ -142,5 +142,6 @@ class MobileFaceNet(FaceNet):
         """The last feature map (512 channels, before the GDC)."""
         return self.conv_sep(self.layers(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(self.forward_features(x))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """GDC -> linear -> BN1d: the embedding."""
+        return self.features(x)

@@ -35,6 +35,7 @@ from typing import Any
 
 import timm
 from timm.models import model_entrypoint, register_model
+from timm.models._features import FeatureHookNet
 from torch import nn
 
 from pocketnet.models.iresnet import IRESNET_LAYERS, IResNet
@@ -96,8 +97,13 @@ def _create(
             f"{name} outputs an embedding and has no classifier: num_classes must be 0, got "
             f"{num_classes} (set embedding_size, and use a margin head for classes)"
         )
+    features_only = kwargs.pop("features_only", False)
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     model = build(**kwargs)
     model.pretrained_cfg = {**_face_data_cfg(name, model.input_size), **overlay}
+    if features_only:  # the stage maps, by timm's hooks on the model's feature_info
+        model = FeatureHookNet(model, out_indices, no_rewrite=True)
+        model.pretrained_cfg = model.body.pretrained_cfg
     return model
 
 

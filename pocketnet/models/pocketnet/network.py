@@ -135,7 +135,8 @@ class PocketNet(FaceNet):
         taps["embedding"] = "tail"
         return taps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last cell's map (before the head)."""
         final = tuple(final_map_size(side, len(self.reductions) + 1) for side in x.shape[-2:])
         if final != self.tail[4].kernel_size:
             raise ValueError(
@@ -147,7 +148,11 @@ class PocketNet(FaceNet):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1)
-        return torch.flatten(self.tail(s1), 1)
+        return s1
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """The tail (1x1 conv, GDC, linear, BN): the embedding."""
+        return torch.flatten(self.tail(x), 1)
 
 
 def build_pocketnet(preset: str, **overrides: Any) -> PocketNet:
