@@ -21,12 +21,15 @@ __all__ = ["console", "print_config_tree", "print_results", "configure_console"]
 PIPED_WIDTH = 200  # rich's 80 columns would cut a results table's headers in a log file
 
 
+def _piped() -> bool:
+    """Output to a file or pipe, with no ``COLUMNS`` asking for a width."""
+    return not sys.stdout.isatty() and "COLUMNS" not in os.environ
+
+
 def console() -> Console:
     """rich's console: the terminal's width, or 200 columns when the output is a file or pipe
     (``COLUMNS`` still wins)."""
-    if sys.stdout.isatty() or "COLUMNS" in os.environ:
-        return Console()
-    return Console(width=PIPED_WIDTH)
+    return Console(width=PIPED_WIDTH) if _piped() else Console()
 
 
 # Lines from Lightning's rank-zero logger that tell a user nothing about their run.
@@ -46,7 +49,7 @@ def configure_console() -> None:
     """Silence Lightning's cloud-logger advert and step-estimate notice, and the deprecation
     warning Lightning's own tree utilities raise under recent torch (nothing a user can act on);
     give rich's shared console (Lightning's model summary) the piped width."""
-    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+    if _piped():
         rich.reconfigure(width=PIPED_WIDTH)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)

@@ -20,6 +20,7 @@ from pocketnet.config.schema import (
     ResolutionConfig,
 )
 from pocketnet.distill.methods import KD_METHODS
+from pocketnet.resume import run_folder_of
 
 __all__ = ["beside_run", "register_configs"]
 
@@ -29,11 +30,8 @@ def beside_run(ckpt_path: str, task: str, log_dir: str) -> str:
     for a checkpoint of a pocketnet run (``<run>/checkpoints/*.ckpt`` beside its config.yaml),
     else ``<log_dir>/<task>/runs/<time>``."""
     now = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    ckpt = Path(ckpt_path)
-    run = ckpt.parent.parent
-    if ckpt.parent.name == "checkpoints" and (run / "config.yaml").is_file():
-        return str(run / task / now)
-    return str(Path(log_dir) / task / "runs" / now)
+    run = run_folder_of(ckpt_path)
+    return str(run / task / now) if run is not None else str(Path(log_dir) / task / "runs" / now)
 
 
 NO_RUN_YET = "<the run folder, made when the job starts>"

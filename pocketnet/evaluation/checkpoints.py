@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pocketnet.models.factory import backbone_from_config
+from pocketnet.models.factory import backbone_from_config, plain_dict
 from pocketnet.stages.stage import STAGES
 from pocketnet.untrusted import load_torch_file, strip_wrappers
 
@@ -36,17 +36,11 @@ class LoadedModel:
     run_config: DictConfig | None = None
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return dict(cfg)
-
-
 def _build(
     backbone_cfg: Any, input_size: int, state: dict[str, torch.Tensor], path: Path
 ) -> nn.Module:
     """The backbone ``backbone_cfg`` at ``input_size`` with ``state`` loaded strictly, eval mode."""
-    cfg = {**_plain(backbone_cfg), "checkpoint": None}  # the weights come from ``state``
+    cfg = {**plain_dict(backbone_cfg), "checkpoint": None}  # the weights come from ``state``
     model = backbone_from_config(cfg, input_size)
     try:
         model.load_state_dict(state, strict=True)

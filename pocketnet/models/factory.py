@@ -14,7 +14,7 @@ from pocketnet.models.heads import MarginHead
 from pocketnet.models.timm_models import FACE_MODELS
 from pocketnet.untrusted import load_torch_file, strip_wrappers
 
-__all__ = ["backbone_from_config", "head_from_config"]
+__all__ = ["backbone_from_config", "head_from_config", "plain_dict"]
 
 
 def _tuples(value: Any) -> Any:
@@ -26,13 +26,16 @@ def _tuples(value: Any) -> Any:
     return value
 
 
-def _plain(cfg: Any) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+def plain_dict(cfg: Any) -> dict[str, Any]:
+    """A config node (or mapping) as a plain, resolved dict (enums as their names)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return dict(cfg)
 
 
 def backbone_from_config(cfg: Any, input_size: int) -> nn.Module:
     """A backbone from ``backbone`` (kind ``timm`` or ``face``) at the data's input resolution."""
-    cfg = _plain(cfg)
+    cfg = plain_dict(cfg)
     if cfg["kind"] == "timm":
         return build_backbone(
             cfg["name"],
@@ -80,7 +83,7 @@ def _load_backbone(model: nn.Module, path: str, name: str, input_size: int) -> N
 
 def head_from_config(cfg: Any, embedding_size: int, num_classes: int) -> MarginHead:
     """A margin head from ``head`` over ``num_classes`` training identities."""
-    cfg = _plain(cfg)
+    cfg = plain_dict(cfg)
     return MarginHead(
         embedding_size,
         num_classes,

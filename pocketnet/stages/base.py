@@ -13,8 +13,8 @@ which clips exactly as the Trainer would (``trainer.gradient_clip_val`` and ``_a
 handed over by the runner as :attr:`FaceModule.gradient_clip`).
 
 Loading: every module saves, as its Lightning hyperparameters, the configs that rebuild it
-(:func:`rebuild_spec`), so ``TeacherModule.load_from_checkpoint(path)`` (or the student's, the
-search's) works the Lightning way; the parts are then built from their configs.
+(:meth:`FaceModule.save_rebuild_spec`), so ``TeacherModule.load_from_checkpoint(path)`` (or the
+student's, the search's) works the Lightning way; the parts are then built from their configs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 
 from pocketnet.evaluation.verification import VerificationMetric, embed_fused
-from pocketnet.models.factory import backbone_from_config, head_from_config
+from pocketnet.models.factory import backbone_from_config, head_from_config, plain_dict
 from pocketnet.models.heads import MarginHead
 from pocketnet.stages.optim import (
     TARGET,
@@ -41,42 +41,11 @@ from pocketnet.stages.optim import (
     lr_factor_fn,
 )
 
-__all__ = ["FaceModule", "NonFiniteLossError", "config_node", "rebuild_spec"]
+__all__ = ["FaceModule", "NonFiniteLossError", "config_node"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when a loss term is NaN or infinite."""
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-def rebuild_spec(
-    cfg: Any,
-    backbone: Any,
-    input_size: int,
-    num_classes: int,
-    val_sets: Mapping[str, torch.Tensor],
-) -> dict[str, Any]:
-    """A module's constructor arguments as plain data (the ``backbone`` config, the run's head,
-    optimiser and schedule; not built parts): what ``load_from_checkpoint`` rebuilds it from.
-    Safe for ``torch.load(weights_only=True)``."""
-    embedding_size = int(backbone.embedding_size)
-    backbone = _plain(backbone)
-    if isinstance(backbone, dict) and "checkpoint" in backbone:
-        backbone = {**backbone, "checkpoint": None}  # the checkpoint holds the weights
-    return {
-        "backbone": {"config": backbone, "input_size": input_size},
-        "head": {
-            "config": _plain(cfg.head),
-            "embedding_size": embedding_size,
-            "num_classes": num_classes,
-        },
-        "optimizer": _plain(cfg.stage.optimizer),
-        "scheduler": _plain(cfg.stage.scheduler),
-        "val_sets": {n: torch.as_tensor(s, dtype=torch.bool) for n, s in val_sets.items()},
-    }
 
 
 def config_node(node: Any) -> Any:
@@ -86,7 +55,7 @@ def config_node(node: Any) -> Any:
 
 class FaceModule(L.LightningModule):
     """Backbone + margin head with verification validation; subclasses define the step.
-    ``backbone`` and ``head`` are built parts, or their :func:`rebuild_spec` entries."""
+    ``backbone`` and ``head`` are built parts, or their :meth:`save_rebuild_spec` entries."""
 
     def __init__(
         self,
@@ -114,6 +83,34 @@ class FaceModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
+
+    def save_rebuild_spec(
+        self,
+        cfg: Any,
+        backbone: Any,
+        input_size: int,
+        backbone_key: str = "backbone",
+        **extra: Any,
+    ) -> None:
+        """Save, as Lightning hyperparameters, the constructor arguments as plain data: the
+        ``backbone`` config (under ``backbone_key``), the run's head, optimiser and schedule,
+        this module's class count and verification labels, and ``extra``; what
+        ``load_from_checkpoint`` rebuilds the module from (read weights-only)."""
+        parts = plain_dict(backbone)
+        if "checkpoint" in parts:
+            parts["checkpoint"] = None  # the Lightning checkpoint holds the weights
+        spec = {
+            backbone_key: {"config": parts, "input_size": input_size},
+            "head": {
+                "config": plain_dict(cfg.head),
+                "embedding_size": int(backbone.embedding_size),
+                "num_classes": int(self.head.weight.shape[0]),
+            },
+            "optimizer": plain_dict(cfg.stage.optimizer),
+            "scheduler": plain_dict(cfg.stage.scheduler),
+            "val_sets": {n: m.issame.clone() for n, m in self.val_metrics.items()},
+        }
+        self.save_hyperparameters(spec | extra, logger=False)
 
     def margin_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the head's margin logits of the training identities."""

@@ -16,19 +16,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics import MaxMetric, MeanMetric
 
 from pocketnet.config.schema import SearchOrder
 from pocketnet.evaluation.profile import count_flops, count_params
-from pocketnet.models.factory import head_from_config
+from pocketnet.models.factory import head_from_config, plain_dict
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.pocketnet.network import PocketNet
 from pocketnet.search.architect import alpha_gradients, kept_buffers, virtual_step_terms
 from pocketnet.search.data import SearchDataModule
 from pocketnet.search.recorder import SearchRecorder
 from pocketnet.search.supernet import SuperNet
-from pocketnet.stages.base import FaceModule, config_node, rebuild_spec
+from pocketnet.stages.base import FaceModule, config_node
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, data_seed
 
@@ -52,13 +52,13 @@ class SearchModule(FaceModule):
         if isinstance(supernet, Mapping):  # from load_from_checkpoint's hyperparameters
             supernet = SuperNet(**supernet["config"], input_size=supernet["input_size"])
         super().__init__(supernet, head, optimizer, scheduler, val_sets)
-        optimizer = self.optimizer_cfg
         self.automatic_optimization = False
         self.arch_cfg = config_node(arch_optimizer)
         self.order = SearchOrder(order)
-        if self.order is SearchOrder.second and optimizer.name != "sgd":
+        name = self.optimizer_cfg.name
+        if self.order is SearchOrder.second and name != "sgd":
             raise ValueError(
-                f"stage.order=second unrolls an SGD step; the optimizer is {optimizer.name} "
+                f"stage.order=second unrolls an SGD step; the optimizer is {name} "
                 "(use optimizer@stage.optimizer=sgd, or stage.order=first)"
             )
         self.hessian_eps = hessian_eps
@@ -162,22 +162,25 @@ class SearchStage(TrainingStage):
         supernet = SuperNet(**cfg.stage.supernet, input_size=size)
         datamodule.prepare_data()
         head = head_from_config(cfg.head, cfg.stage.supernet.embedding_size, datamodule.num_classes)
-        val_sets = {v.name: v.issame for v in datamodule.val_sets}
         module = SearchModule(
             supernet,
             head,
             cfg.stage.optimizer,
             cfg.stage.scheduler,
             cfg.stage.arch_optimizer,
-            val_sets,
+            {v.name: v.issame for v in datamodule.val_sets},
             cfg.stage.order,
             cfg.stage.hessian_eps,
         )
-        spec = rebuild_spec(cfg, cfg.stage.supernet, size, datamodule.num_classes, val_sets)
-        spec["supernet"] = spec.pop("backbone")
-        spec["arch_optimizer"] = OmegaConf.to_container(cfg.stage.arch_optimizer, resolve=True)
-        spec |= {"order": SearchOrder(cfg.stage.order).value, "hessian_eps": cfg.stage.hessian_eps}
-        module.save_hyperparameters(spec, logger=False)
+        module.save_rebuild_spec(
+            cfg,
+            cfg.stage.supernet,
+            size,
+            backbone_key="supernet",
+            arch_optimizer=plain_dict(cfg.stage.arch_optimizer),
+            order=SearchOrder(cfg.stage.order).value,
+            hessian_eps=cfg.stage.hessian_eps,
+        )
         recorder = SearchRecorder(output_dir, cfg.stage.monitor)
         about = {"order": SearchOrder(cfg.stage.order).value}
         return Parts(module, datamodule, "supernet", [recorder], about)

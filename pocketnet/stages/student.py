@@ -25,7 +25,7 @@ from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDMethod, KDSetup
 from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.models.heads import MarginHead
-from pocketnet.stages.base import FaceModule, rebuild_spec
+from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, face_model
 
@@ -200,10 +200,7 @@ class StudentStage(TrainingStage):
             method,
             cache,
         )
-        spec = rebuild_spec(
-            cfg, cfg.backbone, self.input_size(cfg), datamodule.num_classes, val_sets
-        )
-        module.save_hyperparameters(spec, logger=False)  # loads without teacher or KD parts
+        module.save_rebuild_spec(cfg, cfg.backbone, self.input_size(cfg))  # no teacher, no KD
         if cache is not None:
             module.use_cache_source(datamodule.ordered_train_loader, datamodule.transform)
         about.update(method.about())

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pocketnet.distill.teacher_bank import TeacherBankCallback
-from pocketnet.stages.base import FaceModule, rebuild_spec
+from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, face_model
 
@@ -44,8 +44,7 @@ class TeacherStage(TrainingStage):
         datamodule, backbone, head = face_model(cfg, size)
         val_sets = {v.name: v.issame for v in datamodule.val_sets}
         module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, val_sets)
-        spec = rebuild_spec(cfg, cfg.backbone, size, datamodule.num_classes, val_sets)
-        module.save_hyperparameters(spec, logger=False)
+        module.save_rebuild_spec(cfg, cfg.backbone, size)
         callbacks = []
         bank = cfg.stage.bank
         if bank.enabled:
