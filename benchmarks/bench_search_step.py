@@ -20,9 +20,9 @@ import torch
 from omegaconf import OmegaConf
 from timing import BatchData, seconds_per_step
 
+from pocketnet.config.compose import compose
 from pocketnet.config.store import register_configs
 from pocketnet.models.factory import head_from_config
-from pocketnet.runtime import compose
 from pocketnet.search.supernet import SuperNet
 from pocketnet.stages.search import SearchModule
 

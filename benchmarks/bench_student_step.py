@@ -26,6 +26,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
+from pocketnet.config.compose import compose
 from pocketnet.config.store import register_configs
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.datasets import ArrayFaceDataset
@@ -35,7 +36,6 @@ from pocketnet.distill.methods import KD_METHODS, KDSetup
 from pocketnet.distill.teacher import FrozenTeacher, teacher_from_bank
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
 from pocketnet.models.factory import backbone_from_config, head_from_config
-from pocketnet.runtime import compose
 from pocketnet.stages.optim import build_optimizer
 from pocketnet.stages.student import StudentModule
 

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from timing import WARMUP, BatchData, seconds_per_step
 
+from pocketnet.config.compose import compose
 from pocketnet.config.store import register_configs
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.models.factory import backbone_from_config, head_from_config
-from pocketnet.runtime import compose
 from pocketnet.stages.optim import build_optimizer, lr_factor_fn
 from pocketnet.stages.teacher import TeacherModule
 

@@ -1,7 +1,8 @@
 """pocketnet: an experiment platform for compact face recognition.
 
 Importing the package registers its face backbones with timm (``iresnet*``, ``mobilefacenet``,
-``pocketnet_*``): ``timm.create_model("pocketnet_s_128", checkpoint_path=...)`` then works.
+``pocketnet_*``) as soon as timm is imported (it imports neither torch nor timm itself):
+``timm.create_model("pocketnet_s_128", checkpoint_path=...)`` then works.
 """
 
 import os
@@ -10,6 +11,8 @@ import os
 # pocketnet command may touch the network (pocketnet.evaluation.export imports it lazily too).
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from pocketnet.models import timm_models as _timm_models  # noqa: E402, F401  (registers the names)
+from pocketnet.timm_hook import register_with_timm  # noqa: E402
+
+register_with_timm()
 
 __version__ = "0.1.0"

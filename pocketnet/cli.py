@@ -11,18 +11,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from pocketnet import __version__
-from pocketnet.config.checks import ConfigError, check_overrides
+from pocketnet.config.compose import CONF_DIR
+from pocketnet.config.help import help_text
 from pocketnet.config.store import register_configs
-from pocketnet.console import configure_console
-from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
-from pocketnet.run import run
-from pocketnet.runtime import CONF_DIR, SetupError
 
 __all__ = ["eval_main", "export_main", "main"]
 
@@ -55,6 +54,9 @@ HELP_FLAGS = {
     "--version",
 }
 QUICKSTART = "experiment=quickstart"
+HELP = {"-h", "--help"}
+# answered from the config alone: no override check, no typed KD schemas, no torch (fast)
+FAST_FLAGS = {"-h", "--help", "--hydra-help", "--shell-completion", "-sc"}
 
 
 def _overrides(args: list[str]) -> list[str]:
@@ -75,15 +77,29 @@ def versions() -> str:
     return f"pocketnet {__version__} ({engines})"
 
 
+def _print_help(config_name: str, overrides: list[str]) -> NoReturn:
+    """``--help``: the command's help with the config its overrides compose; exit."""
+    try:
+        print(help_text(config_name, overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0)
+
+
 def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
     """Check the command-line overrides against ``conf/<config_name>.yaml``, then run ``job``
     as a Hydra app."""
-    register_configs()
     args = sys.argv[1:]
     if "--version" in args:
         print(versions())
         sys.exit(0)
+    register_configs(typed=not FAST_FLAGS.intersection(args))
+    if HELP.intersection(args):
+        _print_help(config_name, _overrides(args))
     if not HELP_FLAGS.intersection(args):
+        from pocketnet.config.checks import ConfigError, check_overrides
+
         try:
             check_overrides(_overrides(args), config_name)
         except ConfigError as err:
@@ -92,6 +108,9 @@ def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
     def app(cfg: DictConfig) -> Any:
+        from pocketnet.console import configure_console
+        from pocketnet.runtime import SetupError
+
         configure_console()
         try:
             return job(cfg)
@@ -102,14 +121,30 @@ def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
     app()
 
 
+# The jobs import torch, Lightning and timm when they run, not when the command starts.
+
+
 def _train(cfg: DictConfig) -> float | None:
+    from pocketnet.run import run
+
     return run(cfg).best_acc  # the objective of a sweeper
+
+
+def _evaluate(cfg: DictConfig) -> Any:
+    from pocketnet.evaluation.app import evaluate_checkpoint
+
+    return evaluate_checkpoint(cfg)
+
+
+def _export(cfg: DictConfig) -> Any:
+    from pocketnet.evaluation.app import export_checkpoint
+
+    return export_checkpoint(cfg)
 
 
 def main() -> None:
     """``pocketnet``: train a stage or the pipeline (``conf/config.yaml``)."""
-    quiet = {"--help", "-h", "--hydra-help", "--shell-completion", "-sc", "--version"}
-    if not _overrides(sys.argv[1:]) and not quiet.intersection(sys.argv[1:]):
+    if not _overrides(sys.argv[1:]) and not (FAST_FLAGS | {"--version"}).intersection(sys.argv[1:]):
         print(
             f"pocketnet: no overrides given, running the quickstart ({QUICKSTART}); name what "
             "to run, e.g. `pocketnet stage=teacher data=rec data.root=<pack>`, to start from "
@@ -123,9 +158,9 @@ def main() -> None:
 def eval_main() -> None:
     """``pocketnet-eval``: verification and practical metrics of a checkpoint
     (``conf/eval.yaml``)."""
-    _launch("eval", evaluate_checkpoint)
+    _launch("eval", _evaluate)
 
 
 def export_main() -> None:
     """``pocketnet-export``: backbone weights and ONNX of a checkpoint (``conf/export.yaml``)."""
-    _launch("export", export_checkpoint)
+    _launch("export", _export)

@@ -17,16 +17,7 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-__all__ = ["AppendingCSVLogger", "keep_rows_until", "run_folder_of", "wandb_run_id"]
-
-RUN_CONFIG = "config.yaml"
-
-
-def run_folder_of(ckpt_path: str | Path) -> Path | None:
-    """The run folder a checkpoint belongs to: ``<run>/checkpoints/x.ckpt`` where ``<run>``
-    holds a run's ``config.yaml``; None for a checkpoint elsewhere."""
-    folder = Path(ckpt_path).resolve().parent.parent
-    return folder if (folder / RUN_CONFIG).is_file() else None
+__all__ = ["AppendingCSVLogger", "keep_rows_until", "wandb_run_id"]
 
 
 def keep_rows_until(metrics_csv: Path, step: int) -> None:

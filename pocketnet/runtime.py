@@ -1,5 +1,5 @@
 """What every job (training, evaluation, export) shares around its work: the error a user sees
-as one line, the loggers and their wandb run, composing configs, the run folder."""
+as one line, the loggers and their wandb run, the run folder."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from pocketnet.config.instantiate import instantiate_extra
 from pocketnet.resume import AppendingCSVLogger, keep_rows_until, wandb_run_id
+from pocketnet.run_folder import RUN_CONFIG
 
 __all__ = [
-    "CONF_DIR",
     "SetupError",
     "build_loggers",
-    "compose",
     "finish_wandb",
     "write_run_config",
 ]
@@ -29,27 +25,6 @@ __all__ = [
 
 class SetupError(Exception):
     """A config or input mistake found before training starts (reported without traceback)."""
-
-
-def _conf_dir() -> Path:
-    """``conf/`` beside the package (source checkout / editable install) or inside it (wheel)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"pocketnet's conf/ folder is not beside {here}")
-
-
-CONF_DIR = _conf_dir()
-
-
-def compose(overrides: list[str], config_name: str = "config") -> DictConfig:
-    """``conf/<config_name>.yaml`` composed with ``overrides`` by Hydra (typed, checked): inside
-    a running Hydra job with its config loader, elsewhere with a temporary one."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name=config_name, overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides)
 
 
 def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) -> list[Logger]:
@@ -102,4 +77,4 @@ def finish_wandb() -> None:
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
     """Create the run folder and write the resolved config there (``config.yaml``)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))

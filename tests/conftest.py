@@ -9,9 +9,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from pocketnet import runtime
+from pocketnet.config.compose import CONF_DIR
+from pocketnet.config.compose import compose as compose_config
 from pocketnet.config.store import register_configs
-from pocketnet.runtime import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -50,6 +50,6 @@ def compose_run(
 @pytest.fixture
 def compose():
     def _compose(overrides: list[str]) -> DictConfig:
-        return runtime.compose(overrides)
+        return compose_config(overrides)
 
     return _compose

@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from pocketnet.config.checks import ConfigError, check_overrides
+from pocketnet.config.compose import CONF_DIR
 from pocketnet.run import run
-from pocketnet.runtime import CONF_DIR, SetupError
+from pocketnet.runtime import SetupError
 from tests.conftest import compose_run
 
 GROUPS = sorted(

@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from pocketnet.config.compose import CONF_DIR
 from pocketnet.distill.hooks import FeatureHook
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDSetup
 from pocketnet.distill.methods.adversarial import (
@@ -19,7 +20,6 @@ from pocketnet.distill.methods.rkd import RKD, pairwise_distances, rkd_angle, rk
 from pocketnet.distill.methods.soft_target import soft_target_kd
 from pocketnet.distill.teacher import FrozenTeacher
 from pocketnet.models.factory import backbone_from_config
-from pocketnet.runtime import CONF_DIR
 
 
 def test_embedding_kd_is_weighted_mse_of_normalised_embeddings():

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pocketnet.config.compose import CONF_DIR
 from pocketnet.results import PipelineResult, RunResult, load_results
 from pocketnet.run import run
-from pocketnet.runtime import CONF_DIR, SetupError
+from pocketnet.runtime import SetupError
 from tests.conftest import compose_run
 
 FAST = ["debug=fast", "print_config=false", "callbacks.progress.rich=false", "logger=csv"]

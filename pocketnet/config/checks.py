@@ -23,8 +23,8 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from pocketnet.config.compose import compose
 from pocketnet.config.values import check_values
-from pocketnet.runtime import compose
 
 __all__ = ["ConfigError", "check_overrides"]
 

@@ -1,13 +1,20 @@
-"""What ``--help`` lists: the config groups a command's primary config uses, with their options
-(Hydra's own listing would show the internal ``schema/*`` groups too)."""
+"""``--help``: the config groups a command's primary config uses, with their options (Hydra's own
+listing would show the internal ``schema/*`` groups too), and the composed config.
+
+Hydra's ``--help`` lists every config group whether the template shows them or not, copying the
+whole config store once per group (seconds); :func:`help_text` composes the config once.
+"""
 
 from __future__ import annotations
 
+import string
+
 import yaml
+from omegaconf import OmegaConf, open_dict
 
-from pocketnet.runtime import CONF_DIR
+from pocketnet.config.compose import CONF_DIR, compose
 
-__all__ = ["group_listing"]
+__all__ = ["group_listing", "help_text"]
 
 # groups picked inside another group's config, set with group@package=option
 NESTED = {"config": ["optimizer@stage.optimizer", "scheduler@stage.scheduler"]}
@@ -24,3 +31,12 @@ def group_listing(config_name: str) -> str:
     groups = [g for g in groups if g != "hydra"] + NESTED.get(config_name, [])
     width = max(map(len, groups))
     return "\n".join(f"{g:<{width}}  {', '.join(_options(g.split('@')[0]))}" for g in groups)
+
+
+def help_text(config_name: str, overrides: list[str]) -> str:
+    """The command's ``hydra.help.template`` with ``$CONFIG``, the config ``overrides`` give."""
+    cfg = compose(overrides, config_name, with_hydra=True)
+    template = cfg.hydra.help.template
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return string.Template(template).safe_substitute(CONFIG=OmegaConf.to_yaml(cfg))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from pocketnet import __version__
+from pocketnet.config.compose import CONF_DIR
 from pocketnet.config.help import group_listing
 from pocketnet.config.schema import (
     SCHEMAS,
@@ -19,8 +22,7 @@ from pocketnet.config.schema import (
     PocketNetConfig,
     ResolutionConfig,
 )
-from pocketnet.distill.methods import KD_METHODS
-from pocketnet.resume import run_folder_of
+from pocketnet.run_folder import run_folder_of
 
 __all__ = ["beside_run", "register_configs"]
 
@@ -47,11 +49,24 @@ def output_dir() -> str:
     return NO_RUN_YET
 
 
-def register_configs() -> None:
+def _kd_schemas(typed: bool) -> dict[str, Any]:
+    """``schema/kd/<name>``: each KD method's config class (importing the methods, and torch);
+    untyped (``{}``, one per ``conf/kd/*.yaml``) where only the values are needed fast and the
+    methods are not imported yet."""
+    if not typed and "pocketnet.distill.methods" not in sys.modules:
+        return {p.stem: {} for p in (CONF_DIR / "kd").glob("*.yaml")}
+    from pocketnet.distill.methods import KD_METHODS  # torch: only where configs are typed
+
+    return {name: cls.Config for name, cls in KD_METHODS.load().items()}
+
+
+def register_configs(typed: bool = True) -> None:
     """The root schemas (``pocketnet_schema``, ``pocketnet_eval_schema``,
     ``pocketnet_export_schema``), every ``schema/<group>/<kind>`` (the KD methods' from their
-    files) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` / ``pocketnet.beside_run``
-    / ``pocketnet.output_dir`` / ``pocketnet.help_groups`` / ``pocketnet.version`` resolvers."""
+    files; with ``typed=False`` untyped, for ``--help`` and shell completion, which show the
+    same values without importing torch) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` /
+    ``pocketnet.beside_run`` / ``pocketnet.output_dir`` / ``pocketnet.help_groups`` /
+    ``pocketnet.version`` resolvers."""
     OmegaConf.register_new_resolver(
         "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
     )
@@ -67,7 +82,7 @@ def register_configs() -> None:
     cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
     cs.store(name="pocketnet_export_schema", node=ExportAppConfig)
     cs.store(group="schema", name="resolution", node=ResolutionConfig)
-    groups = {**SCHEMAS, "kd": {name: cls.Config for name, cls in KD_METHODS.load().items()}}
+    groups = {**SCHEMAS, "kd": _kd_schemas(typed)}
     for group, options in groups.items():
         for name, node in options.items():
             cs.store(group=f"schema/{group}", name=name, node=node)

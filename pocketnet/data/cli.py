@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pocketnet.data.face_rec import image_sizes, open_rec, pack_folder, unpack_rec, verify_rec
-from pocketnet.data.holdout import holdout_split
-from pocketnet.data.pairs import read_pairs
-from pocketnet.data.templates import read_template_set, write_lfw_template_set
-from pocketnet.data.verification_bin import UnsafeBinError, load_bin, make_bin
-
 __all__ = ["main"]
+
+# Each subcommand imports its tools when it runs (they load torch: seconds), so that `--help`
+# and a mistyped command answer at once.
 
 _SAMPLE = 64  # images decoded by `info` to report sizes
 
@@ -39,6 +36,8 @@ def _rate(n: int, start: float) -> str:
 
 
 def _pack(args: argparse.Namespace) -> None:
+    from pocketnet.data.face_rec import pack_folder
+
     start = time.perf_counter()
     s = pack_folder(args.folder, args.out_dir, skip_empty=args.skip_empty)
     print(f"packed {_rate(s.images, start)} -> {Path(args.out_dir) / 'train.rec'}")
@@ -50,12 +49,16 @@ def _pack(args: argparse.Namespace) -> None:
 
 
 def _unpack(args: argparse.Namespace) -> None:
+    from pocketnet.data.face_rec import unpack_rec
+
     start = time.perf_counter()
     n = unpack_rec(args.rec_dir, args.out_folder)
     print(f"unpacked {_rate(n, start)} -> {args.out_folder}")
 
 
 def _verify(args: argparse.Namespace) -> None:
+    from pocketnet.data.face_rec import verify_rec
+
     start = time.perf_counter()
     report = verify_rec(args.rec_dir)
     print(f"OK: {report.records:,} records read, {_rate(report.images, start)} decoded")
@@ -63,11 +66,15 @@ def _verify(args: argparse.Namespace) -> None:
 
 
 def _make_bin(args: argparse.Namespace) -> None:
+    from pocketnet.data.verification_bin import make_bin
+
     n = make_bin(args.pairs, args.images, args.out, skip_missing=args.skip_missing)
     print(f"wrote {args.out}: {n:,} pairs, {2 * n:,} images (bytes unchanged)")
 
 
 def _info_rec(path: Path) -> None:
+    from pocketnet.data.face_rec import image_sizes, open_rec
+
     source, layout = open_rec(path)
     reader = source.reader
     print(f"{path}: insightface RecordIO pack, {reader.size:,} bytes, {len(reader):,} records")
@@ -84,6 +91,8 @@ def _info_rec(path: Path) -> None:
 
 
 def _info_bin(path: Path) -> None:
+    from pocketnet.data.verification_bin import load_bin
+
     vbin = load_bin(path)
     same = int(vbin.issame.sum())
     picks = np.linspace(0, len(vbin) - 1, min(_SAMPLE, len(vbin))).astype(int).tolist()
@@ -97,6 +106,8 @@ def _info_bin(path: Path) -> None:
 
 
 def _info_pairs(path: Path, images: str | None) -> None:
+    from pocketnet.data.pairs import read_pairs
+
     plist = read_pairs(path, images)
     same = sum(plist.issame)
     unique = len(set(plist.paths()))
@@ -120,6 +131,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _holdout(args: argparse.Namespace) -> None:
+    from pocketnet.data.holdout import holdout_split
+
     s = holdout_split(args.rec_dir, args.out_dir, args.identities, args.pairs, args.seed)
     out = Path(args.out_dir)
     print(
@@ -130,6 +143,8 @@ def _holdout(args: argparse.Namespace) -> None:
 
 
 def _make_templates(args: argparse.Namespace) -> None:
+    from pocketnet.data.templates import read_template_set, write_lfw_template_set
+
     meta, pairs = write_lfw_template_set(
         args.images, args.out, args.negatives, args.seed, name=args.name
     )
@@ -196,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except (OSError, ValueError, KeyError) as e:  # RecordIOError, CorruptImageError, ...
+        from pocketnet.data.verification_bin import UnsafeBinError
+
         kind = "unsafe" if isinstance(e, UnsafeBinError) else "error"
         print(f"pocketnet-data {args.command}: {kind}: {e}", file=sys.stderr)
         return 1

@@ -17,10 +17,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pocketnet.config.compose import compose
 from pocketnet.console import print_results
 from pocketnet.distill.methods import KD_METHODS
 from pocketnet.results import PipelineResult
-from pocketnet.runtime import SetupError, compose, write_run_config
+from pocketnet.runtime import SetupError, write_run_config
 from pocketnet.stages.stage import STAGES, Stage
 
 __all__ = ["PipelineStage", "pipeline_configs"]

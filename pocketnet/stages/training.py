@@ -24,7 +24,7 @@ from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.results import RunResult
-from pocketnet.resume import run_folder_of
+from pocketnet.run_folder import run_folder_of
 from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
