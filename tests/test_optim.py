@@ -78,6 +78,38 @@ def test_any_torch_optimizer_and_scheduler_by_class(tmp_path):
     assert isinstance(opt, torch.optim.RMSprop) and opt.defaults["alpha"] == 0.9
 
 
+def timm_cosine(t: int, base: float, t_initial: int, warmup_t: int, warmup_init: float, lr_min):
+    """timm's CosineLRScheduler (one cycle, warm-up not a prefix) after ``t`` updates, by hand."""
+    if t < warmup_t:
+        return warmup_init + t * (base - warmup_init) / warmup_t
+    return lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * t / t_initial))
+
+
+def test_a_timm_scheduler_steps_with_the_updates(tmp_path):
+    """scheduler=timm (CosineLRScheduler with warm-up) in a real run: the lr logged at each step
+    is timm's formula at the updates made so far."""
+    cfg = compose_run(
+        tmp_path,
+        [
+            "stage=teacher",
+            "debug=fast",
+            "data=tiny",
+            "print_config=false",
+            "scheduler@stage.scheduler=timm",
+            "stage.scheduler.t_initial=8",
+            "stage.scheduler.warmup_t=2",
+            "stage.scheduler.warmup_lr_init=0.001",
+            "stage.scheduler.lr_min=0.0001",
+        ],
+    )
+    run(cfg)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    lrs = [float(r["lr-SGD"]) for r in rows if r.get("lr-SGD")]
+    base = cfg.stage.optimizer.lr
+    assert lrs == pytest.approx([timm_cosine(t, base, 8, 2, 0.001, 0.0001) for t in range(6)])
+
+
 @pytest.mark.parametrize(
     "node,message",
     [
@@ -88,6 +120,13 @@ def test_any_torch_optimizer_and_scheduler_by_class(tmp_path):
 def test_a_bad_target_optimizer_names_the_key(node, message):
     with pytest.raises(ValueError, match=message):
         build_optimizer(torch.nn.Linear(2, 2).parameters(), OmegaConf.create(node))
+
+
+def test_a_scheduler_that_is_neither_torch_nor_timm_is_refused():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    node = {"name": "target", "_target_": "torch.optim.SGD"}
+    with pytest.raises(ValueError, match="LRScheduler or a timm.scheduler.scheduler.Scheduler"):
+        build_target_scheduler(opt, OmegaConf.create(node))
 
 
 def test_a_bad_scheduler_argument_names_the_class():

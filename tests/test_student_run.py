@@ -91,7 +91,11 @@ def test_teacher_stays_frozen_outside_the_optimizer(tmp_path, bank):
 
 
 def test_adversarial_training_updates_both_players(tmp_path, bank):
-    cfg = _student(tmp_path, bank, "kd=adversarial", "kd.loss=least_squares")
+    # both players on timm's cosine schedule (manual optimisation steps them): 12-step cycles
+    keys = ("stage.scheduler", "kd.scheduler")
+    timm = [f"scheduler@{k}=timm" for k in keys]
+    timm += [f"{k}.{a}" for k in keys for a in ("t_initial=12", "warmup_t=0")]
+    cfg = _student(tmp_path, bank, "kd=adversarial", "kd.loss=least_squares", *timm)
     trainer, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
     assert trainer.gradient_clip_val is None and module.gradient_clip == (5.0, "norm")
     d_before = [p.clone() for p in module.kd.discriminator.parameters()]
@@ -106,6 +110,10 @@ def test_adversarial_training_updates_both_players(tmp_path, bank):
     )
     assert len(trainer.optimizers) == 2
     assert trainer.optimizers[1].defaults["lr"] == cfg.kd.optimizer.lr  # its own optimiser
+    # 6 batches, one update each per player: half-way down the cosine, lr_min + (lr - lr_min) / 2
+    lrs = (cfg.stage.optimizer.lr, cfg.kd.optimizer.lr)
+    for opt, lr in zip(trainer.optimizers, lrs, strict=True):
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-5 + (lr - 1e-5) / 2)
 
 
 def test_adversarial_kd_on_feature_maps_by_tap_name(tmp_path, bank):

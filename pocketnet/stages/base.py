@@ -39,6 +39,7 @@ from pocketnet.stages.optim import (
     build_optimizer,
     build_target_scheduler,
     lr_factor_fn,
+    step_scheduler,
 )
 
 __all__ = ["FaceModule", "NonFiniteLossError", "config_node"]
@@ -160,8 +161,8 @@ class FaceModule(L.LightningModule):
         self.manual_backward(loss)
         self.clip_optimizer(optimizer)
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        if scheduler is not None:  # one update per batch and optimiser here
+            step_scheduler(scheduler, self.trainer.fit_loop.epoch_loop.batch_progress.total.ready)
 
     def clip_optimizer(self, optimizer: Any) -> None:
         value, algorithm = self.gradient_clip
@@ -200,6 +201,14 @@ class FaceModule(L.LightningModule):
             optimizer, lr_factor_fn(scheduler_cfg, total, per_epoch)
         )
         return optimizer, {"scheduler": schedule, "interval": "step", "frequency": 1}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's per-step call: timm's schedulers by the global step (the updates so
+        far), torch's as Lightning would."""
+        if metric is None:
+            step_scheduler(scheduler, self.global_step)
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, schedule = self.scheduled_optimizer(

@@ -1,6 +1,6 @@
 """Optimisers (the ``optimizer`` group) and per-step learning-rate schedules (the ``scheduler``
-group): linear warm-up then cosine / step / constant; or any torch optimiser / scheduler class
-named by ``_target_`` (``optimizer=target``, ``scheduler=target``)."""
+group): linear warm-up then cosine / step / constant; or any torch optimiser / scheduler class,
+or timm scheduler, named by ``_target_`` (``optimizer=target``, ``scheduler=target|timm``)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,30 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class
 from omegaconf import OmegaConf
+from timm.scheduler.scheduler import Scheduler as TimmScheduler
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "build_optimizer", "build_target_scheduler", "lr_factor_fn"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "build_optimizer",
+    "build_target_scheduler",
+    "lr_factor_fn",
+    "step_scheduler",
+]
 
 TARGET = "target"  # the option that names its class: {name: target, _target_: <class>, args}
 
 
-def _target(cfg: Any, key: str, base: type) -> tuple[type, dict[str, Any]]:
-    """The class ``cfg._target_`` (a subclass of ``base``) and its other keys as arguments."""
+def _target(cfg: Any, key: str, *bases: type) -> tuple[type, dict[str, Any]]:
+    """The class ``cfg._target_`` (a subclass of one of ``bases``) and its other keys as
+    arguments."""
     try:
         cls = get_class(cfg._target_)
     except (InstantiationException, ImportError, ValueError) as err:
         raise ValueError(f"{key}._target_={cfg._target_}: {str(err).splitlines()[0]}") from None
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ValueError(
-            f"{key}._target_={cfg._target_} is not a {base.__module__}.{base.__name__}"
-        )
+    if not (isinstance(cls, type) and issubclass(cls, bases)):
+        kinds = " or a ".join(f"{b.__module__}.{b.__name__}" for b in bases)
+        raise ValueError(f"{key}._target_={cfg._target_} is not a {kinds}")
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     return cls, {k: v for k, v in kwargs.items() if k not in ("name", "_target_")}
 
@@ -91,11 +99,20 @@ def lr_factor_fn(cfg: Any, total_steps: int, steps_per_epoch: float) -> Callable
 
 def build_target_scheduler(
     optimizer: torch.optim.Optimizer, cfg: Any
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """``scheduler=target``: the torch scheduler class ``cfg._target_`` over ``optimizer``,
-    stepped after every optimiser step (its arguments count steps)."""
-    cls, kwargs = _target(cfg, "scheduler", torch.optim.lr_scheduler.LRScheduler)
+) -> torch.optim.lr_scheduler.LRScheduler | TimmScheduler:
+    """``scheduler=target`` / ``timm``: the torch or timm scheduler class ``cfg._target_`` over
+    ``optimizer``, stepped after every optimiser step (its arguments count steps)."""
+    cls, kwargs = _target(cfg, "scheduler", torch.optim.lr_scheduler.LRScheduler, TimmScheduler)
     try:
         return cls(optimizer, **kwargs)
     except TypeError as err:
         raise ValueError(f"scheduler._target_={cfg._target_}: {err}") from None
+
+
+def step_scheduler(scheduler: Any, num_updates: int) -> None:
+    """Advance a schedule after an optimiser step: a torch scheduler by one ``step()``, a timm
+    one to the optimiser's ``num_updates`` so far (``step_update``, timm's per-update call)."""
+    if isinstance(scheduler, TimmScheduler):
+        scheduler.step_update(num_updates=num_updates)
+    else:
+        scheduler.step()
