@@ -139,6 +139,7 @@ class HeadConfig:
     m2: float = MISSING
     m3: float = MISSING
     normalize: bool = MISSING
+    sample_rate: float = MISSING  # Partial FC below 1.0 (pocketnet/models/partial_fc.py)
 
 
 @dataclass

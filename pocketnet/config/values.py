@@ -25,6 +25,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.resolution", lambda v: v >= MIN_RESOLUTION, f">= {MIN_RESOLUTION} pixels"),
     ("resolution.student", lambda v: v >= MIN_RESOLUTION, f">= {MIN_RESOLUTION} pixels"),
     ("head.s", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    ("head.sample_rate", lambda v: 0 < v <= 1, "in (0, 1]: the share of class centres a step uses"),
     ("trainer.gradient_clip_val", lambda v: v is None or v > 0, "> 0, or null for no clipping"),
 ]
 

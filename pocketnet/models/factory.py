@@ -11,6 +11,7 @@ from torch import nn
 
 from pocketnet.models.backbone import build_backbone
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.partial_fc import PartialFCHead
 from pocketnet.models.timm_models import FACE_MODELS
 from pocketnet.untrusted import load_torch_file, strip_wrappers
 
@@ -82,14 +83,11 @@ def _load_backbone(model: nn.Module, path: str, name: str, input_size: int) -> N
 
 
 def head_from_config(cfg: Any, embedding_size: int, num_classes: int) -> MarginHead:
-    """A margin head from ``head`` over ``num_classes`` training identities."""
+    """A margin head from ``head`` over ``num_classes`` training identities; Partial FC
+    (sampled centres) where ``head.sample_rate`` < 1."""
     cfg = plain_dict(cfg)
-    return MarginHead(
-        embedding_size,
-        num_classes,
-        s=cfg["s"],
-        m1=cfg["m1"],
-        m2=cfg["m2"],
-        m3=cfg["m3"],
-        normalize=cfg["normalize"],
-    )
+    margin = {k: cfg[k] for k in ("s", "m1", "m2", "m3", "normalize")}
+    rate = cfg.get("sample_rate", 1.0)  # checkpoints from before Partial FC have none
+    if rate < 1.0:
+        return PartialFCHead(embedding_size, num_classes, sample_rate=rate, **margin)
+    return MarginHead(embedding_size, num_classes, **margin)

@@ -52,9 +52,11 @@ class MarginHead(nn.Module):
     def has_margin(self) -> bool:
         return self.normalize and (self.m1 != 1.0 or self.m2 != 0.0 or self.m3 != 0.0)
 
-    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosine between each embedding and each class centre, fp32, clamped."""
-        cos = F.linear(F.normalize(embeddings.float()), F.normalize(self.weight.float()))
+    def cosine(self, embeddings: torch.Tensor, centres: torch.Tensor | None = None) -> torch.Tensor:
+        """Cosine between each embedding and each class centre (or each row of ``centres``),
+        fp32, clamped."""
+        centres = self.weight if centres is None else centres
+        cos = F.linear(F.normalize(embeddings.float()), F.normalize(centres.float()))
         return cos.clamp(-1 + self.eps, 1 - self.eps)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -63,16 +65,25 @@ class MarginHead(nn.Module):
             return F.linear(embeddings.float(), self.weight.float(), self.bias.float())
         return self.s * self.cosine(embeddings)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training logits: the margin applied to each sample's target class."""
-        if not self.has_margin:
-            return self.logits(embeddings)
-        cos = self.cosine(embeddings)
+    def with_margin(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``s * cos`` with the margin on each row's target column ``labels`` (-1: none there)."""
         labels = labels.long()
-        target_cos = cos.gather(1, labels[:, None]).squeeze(1)
+        has = labels >= 0
+        column = labels.clamp(min=0)[:, None]
+        target_cos = cos.gather(1, column).squeeze(1)
         theta = torch.acos(target_cos)
         with_margin = torch.cos(self.m1 * theta + self.m2) - self.m3
         fallback = target_cos - math.cos(self.theta0) - 1.0 - self.m3
         target = torch.where(theta <= self.theta0, with_margin, fallback)
-        cos = cos.scatter(1, labels[:, None], target[:, None])
+        cos = cos.scatter(1, column, torch.where(has, target, target_cos)[:, None])
         return self.s * cos
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training logits: the margin applied to each sample's target class."""
+        if not self.has_margin:
+            return self.logits(embeddings)
+        return self.with_margin(self.cosine(embeddings), labels)
+
+    def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the margin logits of the training identities."""
+        return F.cross_entropy(self(embeddings, labels), labels)

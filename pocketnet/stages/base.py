@@ -26,7 +26,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric
@@ -115,7 +114,7 @@ class FaceModule(L.LightningModule):
 
     def margin_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the head's margin logits of the training identities."""
-        return F.cross_entropy(self.head(embeddings, labels), labels)
+        return self.head.loss(embeddings, labels)
 
     def check_finite(self, **terms: torch.Tensor) -> None:
         for name, value in terms.items():

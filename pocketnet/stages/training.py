@@ -132,6 +132,12 @@ def setup_run(
         default_root_dir=str(output_dir),
         plugins=[AtomicCheckpointIO()],
     )
+    if trainer.world_size > 1 and cfg.head.sample_rate < 1.0:
+        raise SetupError(
+            f"head.sample_rate={cfg.head.sample_rate} with {trainer.world_size} processes: "
+            "Partial FC shards its centres over processes in pocketnet.models.partial_fc, but "
+            "the stages do not run it under DDP yet; train on one process, or sample_rate=1.0"
+        )
     latency, latency_p90 = cpu_latency(module.backbone, size) if cfg.latency else (None, None)
     result = RunResult(
         stage=stage.name,
