@@ -34,7 +34,7 @@ from pocketnet.evaluation.verification import VerificationMetric, embed_fused
 from pocketnet.models.factory import backbone_from_config, head_from_config, plain_dict
 from pocketnet.models.heads import MarginHead
 from pocketnet.stages.optim import (
-    TARGET,
+    BY_CLASS,
     build_optimizer,
     build_target_scheduler,
     lr_factor_fn,
@@ -191,7 +191,7 @@ class FaceModule(L.LightningModule):
     ) -> tuple[torch.optim.Optimizer, dict[str, Any]]:
         """An optimiser over ``params`` and its per-step warm-up + decay schedule."""
         optimizer = build_optimizer(params, optimizer_cfg)
-        if scheduler_cfg.name == TARGET:
+        if scheduler_cfg.name in BY_CLASS:
             schedule = build_target_scheduler(optimizer, scheduler_cfg)
             return optimizer, {"scheduler": schedule, "interval": "step", "frequency": 1}
         total = int(self.trainer.estimated_stepping_batches)

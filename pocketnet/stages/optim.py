@@ -17,6 +17,7 @@ from timm.scheduler.scheduler import Scheduler as TimmScheduler
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "BY_CLASS",
     "build_optimizer",
     "build_target_scheduler",
     "lr_factor_fn",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 TARGET = "target"  # the option that names its class: {name: target, _target_: <class>, args}
+BY_CLASS = (TARGET, "timm")  # the scheduler options that name their class
 
 
 def _target(cfg: Any, key: str, *bases: type) -> tuple[type, dict[str, Any]]:
