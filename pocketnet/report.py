@@ -1,7 +1,9 @@
 """``pocketnet-report <multirun dir>``: every run of a Hydra multirun in one report.
 
 One row per run (its swept overrides, results.json figures, practical.json figures when present)
-in ``report.csv``; runs that differ only by ``seed`` (or the ``--over`` keys) grouped into
+in ``report.csv``; an Optuna sweep's trials in ``optuna_trials.csv``, its best trial in
+``report.md`` and the objective by trial in ``optuna_objective.png``; runs that differ only by
+``seed`` (or the ``--over`` keys) grouped into
 mean ± sample std in ``report_summary.csv`` and ``report.md``; accuracy vs MFLOPs and vs params
 (one point per group, std error bars) and latency bars as PNGs; optionally all of it as tables and
 images in one wandb run. Plots are drawn on bare matplotlib Figures (never ``pyplot``).
@@ -28,6 +30,7 @@ from rich.markdown import Markdown
 
 from pocketnet.console import console as make_console
 from pocketnet.results import PipelineResult, load_results
+from pocketnet.studies import Study, find_study, load_study, objective_plot, study_markdown
 
 __all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
 
@@ -370,6 +373,28 @@ def log_to_wandb(
         run.finish()
 
 
+def _optuna_study(root: Path) -> Study | None:
+    """The sweep's Optuna study, if it ran one (a warning if it cannot be read)."""
+    found = find_study(root)
+    if found is None:
+        return None
+    try:
+        return load_study(*found)
+    except ImportError:
+        print(
+            "warning: an Optuna sweep, but optuna is not installed (pip install "
+            "pocketnet[sweep]); its trials are left out",
+            file=sys.stderr,
+        )
+    except Exception as err:  # noqa: BLE001 (optuna's storage errors have no common base)
+        print(
+            f"warning: the Optuna study {found[1]!r} in {found[0]} is unreadable ({err}); "
+            "its trials are left out",
+            file=sys.stderr,
+        )
+    return None
+
+
 def write_report(
     root: Path,
     out: Path | None = None,
@@ -402,9 +427,16 @@ def write_report(
         _write_csv(out / path, *tables[name])
         written.append(out / path)
     text = markdown(root, runs, groups, over)
+    images = []
+    study = _optuna_study(root)
+    if study is not None:
+        tables["optuna"] = study.table()
+        _write_csv(out / "optuna_trials.csv", *tables["optuna"])
+        written.append(out / "optuna_trials.csv")
+        text += study_markdown(study)
+        images.append(_save(objective_plot(study), out / "optuna_objective.png"))
     (out / "report.md").write_text(text)
     written.append(out / "report.md")
-    images = []
     for x, name in (("MFLOPs", "accuracy_vs_flops.png"), ("params", "accuracy_vs_params.png")):
         if x in metrics:
             images.append(accuracy_plot(groups, x, metric, out / name))
@@ -416,6 +448,8 @@ def write_report(
     written += images
     shown = [m for m in ordered_metrics(runs) if _on_console(m)]
     console.print(Markdown(markdown(root, runs, groups, over, shown)))
+    if study is not None:
+        console.print(Markdown(study_markdown(study)))
     console.print(f"every figure: {out / 'report.md'}, {out / 'report.csv'}")
     if use_wandb:
         written.append(log_to_wandb(out, tables, images, wandb_online))

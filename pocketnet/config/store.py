@@ -36,6 +36,14 @@ def beside_run(ckpt_path: str, task: str, log_dir: str) -> str:
     return str(run / task / now) if run is not None else str(Path(log_dir) / task / "runs" / now)
 
 
+def sqlite_url(path: str) -> str:
+    """``sqlite:///<absolute path>`` for a database file, its folder made (an Optuna study in a
+    sweep folder that does not exist yet)."""
+    file = Path(path).resolve()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{file}"
+
+
 NO_RUN_YET = "<the run folder, made when the job starts>"
 
 
@@ -66,7 +74,7 @@ def register_configs(typed: bool = True) -> None:
     files; with ``typed=False`` untyped, for ``--help`` and shell completion, which show the
     same values without importing torch) and the ``pocketnet.repo_dir`` / ``pocketnet.cwd`` /
     ``pocketnet.beside_run`` / ``pocketnet.output_dir`` / ``pocketnet.help_groups`` /
-    ``pocketnet.version`` resolvers."""
+    ``pocketnet.version`` / ``pocketnet.sqlite`` resolvers."""
     OmegaConf.register_new_resolver(
         "pocketnet.repo_dir", lambda: str(Path(__file__).resolve().parents[2]), replace=True
     )
@@ -77,6 +85,7 @@ def register_configs(typed: bool = True) -> None:
     OmegaConf.register_new_resolver("pocketnet.help_groups", group_listing, replace=True)
     OmegaConf.register_new_resolver("pocketnet.output_dir", output_dir, replace=True)
     OmegaConf.register_new_resolver("pocketnet.version", lambda: __version__, replace=True)
+    OmegaConf.register_new_resolver("pocketnet.sqlite", sqlite_url, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="pocketnet_schema", node=PocketNetConfig)
     cs.store(name="pocketnet_eval_schema", node=EvalAppConfig)
