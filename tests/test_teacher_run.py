@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from pocketnet.console import configure_console
 from pocketnet.distill.teacher_bank import TeacherBank
@@ -14,6 +15,8 @@ from pocketnet.progress import format_eta
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.stages.base import NonFiniteLossError
+from pocketnet.stages.stage import STAGES
+from pocketnet.stages.training import setup_run
 from tests.conftest import compose_run
 
 FAST = [
@@ -240,3 +243,33 @@ def test_tensorboard_mlflow_and_early_stopping_come_from_config(tmp_path):
 def test_a_bad_extra_part_is_one_line_naming_it(tmp_path, override, message):
     with pytest.raises(SetupError, match=message):
         run(compose_run(tmp_path, [*FAST, override]))
+
+
+def _losses_and_backbone(tmp_path: Path, *overrides: str) -> tuple[list[float], nn.Module]:
+    """The logged training losses of a fast teacher run and its trained backbone."""
+    cfg = compose_run(tmp_path, [*FAST, *overrides])
+    torch.manual_seed(cfg.seed)  # as run() seeds, before the model is built
+    ready = setup_run(STAGES.get("teacher")(), cfg, Path(cfg.paths.output_dir))
+    ready.trainer.fit(ready.parts.module, datamodule=ready.parts.datamodule)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r["train/loss"]]
+    return losses, ready.parts.module.backbone
+
+
+def test_channels_last_trains_the_same_model(tmp_path):
+    """trainer.channels_last=true: the backbone's weights and inputs channels-last, the same
+    losses as the default memory format (same seed and data) to float tolerance."""
+    plain, _ = _losses_and_backbone(tmp_path / "a")
+    losses, backbone = _losses_and_backbone(tmp_path / "b", "trainer.channels_last=true")
+    conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert losses == pytest.approx(plain, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_a_compiled_backbone_trains_the_same_model(tmp_path):
+    plain, _ = _losses_and_backbone(tmp_path / "a")
+    losses, backbone = _losses_and_backbone(tmp_path / "b", "trainer.compile=true")
+    assert backbone._compiled_call_impl is not None  # nn.Module.compile() in place
+    assert not any("_orig_mod" in k for k in backbone.state_dict())  # checkpoint keys unchanged
+    assert losses == pytest.approx(plain, rel=1e-3)

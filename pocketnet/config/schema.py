@@ -348,6 +348,9 @@ class TrainerConfig:
     enable_progress_bar: bool = MISSING
     enable_model_summary: bool = MISSING
     fast_dev_run: Any = MISSING
+    # pocketnet's, not Trainer arguments: the backbone in channels-last memory format, compiled
+    channels_last: bool = MISSING
+    compile: bool = MISSING
 
 
 # ----------------------------------------------------------------------------- logging

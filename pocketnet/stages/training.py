@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from pocketnet.callbacks import DATA_ERRORS, SaveOnFailure, build_callbacks, one_line
 from pocketnet.checkpoint_io import AtomicCheckpointIO, check_writable
@@ -30,7 +31,16 @@ from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
 from pocketnet.untrusted import load_torch_file
 
-__all__ = ["Parts", "Run", "TrainingStage", "data_seed", "face_model", "fit", "setup_run"]
+__all__ = [
+    "Parts",
+    "Run",
+    "TrainingStage",
+    "apply_speed_options",
+    "data_seed",
+    "face_model",
+    "fit",
+    "setup_run",
+]
 
 
 @dataclass
@@ -100,9 +110,14 @@ def _output_folders(cfg: DictConfig, output_dir: Path) -> list[Path]:
     return folders
 
 
+SPEED_KEYS = ("channels_last", "compile")  # trainer.* keys of pocketnet's, not the Trainer's
+
+
 def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     """``trainer`` as Trainer arguments; a manually optimised module takes the clipping over."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in SPEED_KEYS:
+        kwargs.pop(key)
     if not module.automatic_optimization:
         if kwargs["accumulate_grad_batches"] != 1:
             raise ValueError(
@@ -112,6 +127,20 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
         module.gradient_clip = (kwargs["gradient_clip_val"], kwargs["gradient_clip_algorithm"])
         kwargs["gradient_clip_val"] = None
     return kwargs
+
+
+def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+def apply_speed_options(backbone: nn.Module, channels_last: bool, compile: bool) -> None:
+    """``trainer.channels_last``: the backbone's weights and every input it gets in channels-last
+    memory format; ``trainer.compile``: the backbone compiled in place (``nn.Module.compile``)."""
+    if channels_last:
+        backbone.to(memory_format=torch.channels_last)
+        backbone.register_forward_pre_hook(_to_channels_last)
+    if compile:
+        backbone.compile()
 
 
 def setup_run(
@@ -151,6 +180,8 @@ def setup_run(
         embedding_size=int(module.backbone.embedding_size),
         about=parts.about,
     )
+    # after the profile, which times the model as it is exported (eager, contiguous)
+    apply_speed_options(module.backbone, cfg.trainer.channels_last, cfg.trainer.compile)
     numbers = {f"model/{k.replace(' ', '_')}": v for k, v in result.row().items()}
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
