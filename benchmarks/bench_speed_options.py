@@ -14,15 +14,11 @@ import argparse
 import time
 
 import torch
-from timing import WARMUP, BatchData, seconds_per_step
+from bench_teacher_step import lightning_loop
+from timing import WARMUP
 
 from pocketnet.config.compose import compose
 from pocketnet.config.store import register_configs
-from pocketnet.data.datamodule import FaceBatch
-from pocketnet.data.transforms import FaceBatchTransform
-from pocketnet.models.factory import backbone_from_config, head_from_config
-from pocketnet.stages.teacher import TeacherModule
-from pocketnet.stages.training import apply_speed_options
 
 OPTIONS = {
     "default (eager, contiguous)": (False, False),
@@ -30,20 +26,6 @@ OPTIONS = {
     "trainer.compile=true": (False, True),
     "both": (True, True),
 }
-
-
-def face_batch(batch):
-    x = FaceBatchTransform("rgb")(batch[0])
-    return FaceBatch(x, batch[1], torch.zeros_like(batch[1]), x)
-
-
-def step_seconds(cfg, batches, num_classes: int, channels_last: bool, compile: bool) -> float:
-    torch.manual_seed(0)
-    backbone = backbone_from_config(cfg.backbone, cfg.data.resolution)
-    head = head_from_config(cfg.head, cfg.backbone.embedding_size, num_classes)
-    apply_speed_options(backbone, channels_last, compile)
-    module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, {})
-    return seconds_per_step(module, BatchData(batches, face_batch), gradient_clip_val=5.0)
 
 
 def main() -> None:
@@ -74,7 +56,7 @@ def main() -> None:
     base = None
     for name, (channels_last, compile) in OPTIONS.items():
         start = time.perf_counter()
-        s = step_seconds(cfg, batches, num_classes, channels_last, compile)
+        s = lightning_loop(cfg, batches, num_classes, channels_last, compile)
         total = time.perf_counter() - start
         base = base or s
         overhead = total - s * (args.steps + WARMUP)

@@ -26,6 +26,7 @@ from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.stages.optim import build_optimizer, lr_factor_fn
 from pocketnet.stages.teacher import TeacherModule
+from pocketnet.stages.training import apply_speed_options
 
 
 def face_batch(batch):
@@ -67,8 +68,12 @@ def plain_loop(cfg, batches, num_classes: int) -> float:
     return (time.perf_counter() - start) / (len(batches) - WARMUP)
 
 
-def lightning_loop(cfg, batches, num_classes: int) -> float:
+def lightning_loop(
+    cfg, batches, num_classes: int, channels_last: bool = False, compile: bool = False
+) -> float:
+    """Seconds per Lightning teacher step (with the trainer's speed options, if asked)."""
     backbone, head = build(cfg, num_classes)
+    apply_speed_options(backbone, channels_last, compile)
     module = TeacherModule(backbone, head, cfg.stage.optimizer, cfg.stage.scheduler, {})
     return seconds_per_step(module, BatchData(batches, face_batch), gradient_clip_val=5.0)
 

@@ -51,26 +51,27 @@ def test_optimizer_skips_frozen_parameters():
     assert opt.defaults["nesterov"] is True
 
 
-def test_any_torch_optimizer_and_scheduler_by_class(tmp_path):
-    """optimizer=target / scheduler=target from the shipped YAML, composed by Hydra, in a real
-    Lightning run: RMSprop with an added argument, ExponentialLR stepped every step."""
-    cfg = compose_run(
-        tmp_path,
-        [
-            "stage=teacher",
-            "debug=fast",
-            "data=tiny",
-            "print_config=false",
-            "optimizer@stage.optimizer=target",
-            "+stage.optimizer.alpha=0.9",
-            "scheduler@stage.scheduler=target",
-            "stage.scheduler.gamma=0.5",
-        ],
-    )
+def _logged_lrs(tmp_path, optimizer: str, *overrides: str):
+    """A fast teacher run's config and the lr its ``optimizer`` had at each logged step."""
+    fast = ["stage=teacher", "debug=fast", "data=tiny", "print_config=false"]
+    cfg = compose_run(tmp_path, [*fast, *overrides])
     run(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    lrs = [float(r["lr-RMSprop"]) for r in rows if r.get("lr-RMSprop")]
+    return cfg, [float(r[f"lr-{optimizer}"]) for r in rows if r.get(f"lr-{optimizer}")]
+
+
+def test_any_torch_optimizer_and_scheduler_by_class(tmp_path):
+    """optimizer=target / scheduler=target from the shipped YAML, composed by Hydra, in a real
+    Lightning run: RMSprop with an added argument, ExponentialLR stepped every step."""
+    cfg, lrs = _logged_lrs(
+        tmp_path,
+        "RMSprop",
+        "optimizer@stage.optimizer=target",
+        "+stage.optimizer.alpha=0.9",
+        "scheduler@stage.scheduler=target",
+        "stage.scheduler.gamma=0.5",
+    )
     assert lrs == pytest.approx([0.01 * 0.5**i for i in range(6)])
 
     layer = torch.nn.Linear(2, 2)
@@ -88,24 +89,15 @@ def timm_cosine(t: int, base: float, t_initial: int, warmup_t: int, warmup_init:
 def test_a_timm_scheduler_steps_with_the_updates(tmp_path):
     """scheduler=timm (CosineLRScheduler with warm-up) in a real run: the lr logged at each step
     is timm's formula at the updates made so far."""
-    cfg = compose_run(
+    cfg, lrs = _logged_lrs(
         tmp_path,
-        [
-            "stage=teacher",
-            "debug=fast",
-            "data=tiny",
-            "print_config=false",
-            "scheduler@stage.scheduler=timm",
-            "stage.scheduler.t_initial=8",
-            "stage.scheduler.warmup_t=2",
-            "stage.scheduler.warmup_lr_init=0.001",
-            "stage.scheduler.lr_min=0.0001",
-        ],
+        "SGD",
+        "scheduler@stage.scheduler=timm",
+        "stage.scheduler.t_initial=8",
+        "stage.scheduler.warmup_t=2",
+        "stage.scheduler.warmup_lr_init=0.001",
+        "stage.scheduler.lr_min=0.0001",
     )
-    run(cfg)
-    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    lrs = [float(r["lr-SGD"]) for r in rows if r.get("lr-SGD")]
     base = cfg.stage.optimizer.lr
     assert lrs == pytest.approx([timm_cosine(t, base, 8, 2, 0.001, 0.0001) for t in range(6)])
 
