@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pocketnet.config.values import check_values
 from pocketnet.console import print_config_tree
 from pocketnet.results import PipelineResult, RunResult
+from pocketnet.run_folder import LAST
 from pocketnet.runtime import SetupError
 from pocketnet.stages.stage import STAGES
 
@@ -35,7 +36,7 @@ def run(cfg: DictConfig) -> RunResult | PipelineResult:
     """Print the config, check what needs no stage, run the stage; its results."""
     if cfg.print_config:
         print_config_tree(cfg)
-    if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
+    if cfg.ckpt_path not in (None, LAST) and not Path(cfg.ckpt_path).is_file():
         raise SetupError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file")
     check_devices(cfg)
     try:

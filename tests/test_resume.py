@@ -160,3 +160,21 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path,
     resumed = run(compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"]))
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
     assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
+
+
+def test_ckpt_path_last_starts_a_run_then_resumes_it_in_its_folder(tmp_path, capsys):
+    """What a requeued cluster job does: the same command line in the same run folder."""
+    command = [*FAST, "stage=teacher", "backbone=resnet18_tiny", "ckpt_path=last"]
+    first = compose_run(tmp_path, [*command, "trainer.max_epochs=1"])
+    run(first)
+    assert "ckpt_path=last: no checkpoint in" in capsys.readouterr().err
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    again = compose_run(tmp_path, [*command, "trainer.max_epochs=2"])
+    assert again.paths.output_dir == first.paths.output_dir
+    run(again)
+    assert f"ckpt_path=last: resuming from {last}" in capsys.readouterr().err
+    assert torch.load(last, weights_only=True)["global_step"] == 6  # went on, not restarted
+    with open(last.parent.parent / "csv" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 6  # one series, appended

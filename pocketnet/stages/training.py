@@ -25,7 +25,7 @@ from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.results import RunResult
-from pocketnet.run_folder import run_folder_of
+from pocketnet.run_folder import LAST, latest_checkpoint, run_folder_of
 from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
@@ -230,11 +230,27 @@ def _continue_in_run_folder(cfg: DictConfig) -> None:
         cfg.paths.output_dir = str(folder)
 
 
+def _resume_latest(cfg: DictConfig) -> None:
+    """``ckpt_path=last``: resume from the run folder's newest checkpoint, or start the run if
+    it has none (a requeued cluster job gets the same folder and command line again)."""
+    found = latest_checkpoint(cfg.paths.output_dir)
+    where = Path(cfg.paths.output_dir) / "checkpoints"
+    print(
+        f"ckpt_path=last: resuming from {found}"
+        if found
+        else f"ckpt_path=last: no checkpoint in {where} yet; starting the run",
+        file=sys.stderr,
+    )
+    cfg.ckpt_path = None if found is None else str(found)
+
+
 def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
     """Train the stage's module on its data; the result is printed and saved in the run folder
     (``results.json``, ``practical.json`` with ``practical=true``)."""
     try:
         checkpoint, resume_step = None, None
+        if cfg.ckpt_path == LAST:
+            _resume_latest(cfg)
         if cfg.ckpt_path is not None:
             checkpoint = load_torch_file(cfg.ckpt_path, "ckpt_path")
             resume_step = (
