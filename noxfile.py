@@ -1,30 +1,69 @@
-"""Sessions: tests (default), lint, quickstart, slow, bench. Each installs the package itself."""
+"""Sessions: tests (default), lint, quickstart, slow, bench.
+
+tests, quickstart, slow and bench share one environment, ``.nox/pocketnet`` (torch and its CUDA
+libraries: 5.9 GB, a few minutes to install once): the first of them makes it, the others reuse
+it and reinstall only when pyproject.toml changes. lint has its own (ruff only).
+"""
 
 from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_venv = "yes"
 
+ENV = Path(__file__).resolve().parent / ".nox" / "pocketnet"
+STAMP = ENV / "pocketnet-installed"  # the pyproject.toml digest the environment was built from
+
 
 def _install(session: nox.Session) -> None:
-    # torch and torchvision come from PyPI together (see DEVELOPERS.md).
-    session.install("-e", ".[dev]")
+    """Make or update the shared environment."""
+    python = ENV / "bin" / "python"
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    digest = hashlib.sha256(Path("pyproject.toml").read_bytes()).hexdigest()
+    if not STAMP.is_file() or STAMP.read_text() != digest:
+        # torch and torchvision come from PyPI together (see DEVELOPERS.md)
+        session.run(str(python), "-m", "pip", "install", "-e", ".[dev]", external=True)
+        STAMP.write_text(digest)
 
 
-@nox.session
+def _bin(name: str) -> str:
+    """A program of the shared environment."""
+    return str(ENV / "bin" / name)
+
+
+def shared(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]:
+    """A session that runs in the shared environment (nox makes none of its own)."""
+
+    @functools.wraps(func)
+    def session(session: nox.Session) -> None:
+        _install(session)
+        # the jobs' own subprocesses (tests that run the commands) find its programs too
+        session.env["VIRTUAL_ENV"] = str(ENV)
+        session.env["PATH"] = f"{ENV / 'bin'}{os.pathsep}{os.environ['PATH']}"
+        func(session)
+
+    return nox.session(venv_backend="none")(session)
+
+
+@shared
 def tests(session: nox.Session) -> None:
     """The default suite (< 10 minutes on 2 CPU cores)."""
-    _install(session)
-    session.run("pytest", "-q", *session.posargs, success_codes=[0, 5])
+    session.run(_bin("pytest"), "-q", *session.posargs, success_codes=[0, 5])
 
 
-@nox.session
+@shared
 def slow(session: nox.Session) -> None:
     """Long end-to-end checks: the quickstart pipeline and the search preset (accuracy, time)."""
-    _install(session)
-    session.run("pytest", "-q", "-m", "slow", *session.posargs)
+    session.run(_bin("pytest"), "-q", "-m", "slow", *session.posargs)
 
 
 @nox.session
@@ -33,21 +72,22 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
 
 
-@nox.session
+@shared
 def quickstart(session: nox.Session) -> None:
     """The main job: teacher, KD student and plain student on the synthetic faces; one table."""
-    _install(session)
-    session.run("pocketnet", "experiment=quickstart", *session.posargs)
+    session.run(_bin("pocketnet"), "experiment=quickstart", *session.posargs)
 
 
-@nox.session
+@shared
 def bench(session: nox.Session) -> None:
     """Speed targets, printed as ratios measured side by side."""
-    _install(session)
-    session.run("python", "benchmarks/bench_teacher_step.py", *session.posargs)
-    session.run("python", "benchmarks/bench_student_step.py")
-    session.run("python", "benchmarks/bench_verification.py")
-    session.run("python", "benchmarks/bench_data.py")
-    session.run("python", "benchmarks/bench_backbones.py")
-    session.run("python", "benchmarks/bench_search_step.py")
-    session.run("python", "benchmarks/bench_onnx.py")
+    session.run(_bin("python"), "benchmarks/bench_teacher_step.py", *session.posargs)
+    session.run(_bin("python"), "benchmarks/bench_student_step.py")
+    session.run(_bin("python"), "benchmarks/bench_verification.py")
+    session.run(_bin("python"), "benchmarks/bench_data.py")
+    session.run(_bin("python"), "benchmarks/bench_backbones.py")
+    session.run(_bin("python"), "benchmarks/bench_search_step.py")
+    session.run(_bin("python"), "benchmarks/bench_onnx.py")
+    session.run(_bin("python"), "benchmarks/bench_cli.py")
+    session.run(_bin("python"), "benchmarks/bench_partial_fc.py")
+    session.run(_bin("python"), "benchmarks/bench_speed_options.py")
