@@ -48,14 +48,19 @@ class Study:
 
 def find_study(root: Path) -> tuple[str, str, str] | None:
     """(storage URL, study name, direction) of the Optuna sweep in ``root``; None if the sweep
-    did not use the Optuna sweeper."""
+    did not use the Optuna sweeper or kept no study to read (in memory, or its file gone)."""
     for hydra_yaml in sorted(root.glob("*/.hydra/hydra.yaml")):
         sweeper = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra", {}).get("sweeper")
         if not sweeper or "optuna" not in str(sweeper.get("_target_", "")).lower():
             continue
         storage = str(sweeper.get("storage") or "")
-        if not storage.startswith("sqlite:///"):  # the default: an interpolation to optuna.db
+        if storage.startswith("${"):  # the preset's interpolation: <sweep folder>/optuna.db
             storage = f"sqlite:///{(root / DEFAULT_DB).resolve()}"
+        if not storage or (
+            storage.startswith("sqlite:///")
+            and not Path(storage.removeprefix("sqlite:///")).is_file()
+        ):
+            return None  # an in-memory study, or its file is gone: nothing to read
         return storage, str(sweeper.get("study_name")), str(sweeper.get("direction", "maximize"))
     return None
 

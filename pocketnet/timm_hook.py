@@ -14,6 +14,8 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
+import threading
+from contextlib import suppress
 from types import ModuleType
 
 __all__ = ["register_with_timm"]
@@ -35,26 +37,39 @@ class _LoaderThenRegister(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
+        with suppress(ValueError):  # the hook's work is done
+            sys.meta_path.remove(_FINDER)
         importlib.import_module(REGISTRATION)
 
 
 class _TimmFinder(importlib.abc.MetaPathFinder):
-    """Finds ``timm`` like the rest of ``sys.meta_path`` would, with the registering loader."""
+    """Finds ``timm`` as the rest of ``sys.meta_path`` would, with the registering loader. It
+    stays installed until timm is executed: a mere ``find_spec("timm")`` (an availability
+    check) must not use it up."""
+
+    def __init__(self) -> None:
+        self.asking = threading.local()  # the inner lookup skips this finder
 
     def find_spec(self, name: str, path=None, target=None):  # noqa: ANN001 (importlib's API)
-        if name != "timm":
+        if name != "timm" or getattr(self.asking, "now", False):
             return None
-        sys.meta_path.remove(self)  # once: the next finders find timm itself
-        spec = importlib.util.find_spec(name)
+        self.asking.now = True
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            self.asking.now = False
         if spec is None or spec.loader is None:
             return None
         spec.loader = _LoaderThenRegister(spec.loader)
         return spec
 
 
+_FINDER = _TimmFinder()
+
+
 def register_with_timm() -> None:
     """Register the face nets now if timm is imported, else as soon as it is."""
     if "timm" in sys.modules:
         importlib.import_module(REGISTRATION)
-    elif not any(isinstance(f, _TimmFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _TimmFinder())
+    elif _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)

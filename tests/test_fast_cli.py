@@ -114,6 +114,19 @@ def test_the_face_nets_register_with_timm_in_either_order(order):
     assert done == {"name": "MobileFaceNet", "pkg": True}
 
 
+def test_an_availability_check_of_timm_does_not_use_the_hook_up():
+    done = _run(
+        """
+        import importlib.util, json
+        import pocketnet
+        assert importlib.util.find_spec("timm") is not None
+        import timm
+        print(json.dumps(timm.list_models("pocketnet_s*")))
+        """
+    )
+    assert done == ["pocketnet_s_128", "pocketnet_s_256"]
+
+
 def test_importing_pocketnet_loads_neither_torch_nor_timm():
     done = _run(
         f"""

@@ -59,6 +59,14 @@ def test_sampling_keeps_every_positive_and_the_rate():
     assert torch.equal(head.sample(many), many)
 
 
+def test_a_shard_without_positives_still_samples_a_centre():
+    head = PartialFCHead(8, 5, sample_rate=0.1, **ARC)  # 0.1 of 5 centres rounds to 0
+    index = head.sample(torch.tensor([-1, -1]))  # every class of the batch is elsewhere
+    assert index.numel() == 1 and 0 <= int(index) < 5
+    with pytest.raises(ValueError, match="3 classes cannot be sharded over 4 processes"):
+        PartialFCHead(8, 3, rank=0, world_size=4, **ARC)
+
+
 def test_a_sampled_step_is_the_plain_loss_over_the_sampled_centres():
     torch.manual_seed(0)
     head = PartialFCHead(8, 50, sample_rate=0.2, **ARC)

@@ -16,7 +16,7 @@ from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.stages.base import NonFiniteLossError
 from pocketnet.stages.stage import STAGES
-from pocketnet.stages.training import setup_run
+from pocketnet.stages.training import apply_speed_options, setup_run
 from tests.conftest import compose_run
 
 FAST = [
@@ -264,6 +264,19 @@ def test_channels_last_trains_the_same_model(tmp_path):
     conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert losses == pytest.approx(plain, rel=1e-3)
+
+
+def test_the_speed_options_undo_for_the_practical_metrics(tmp_path):
+    backbone = rebuilt_backbone(compose_run(tmp_path, FAST))
+    undo = apply_speed_options(backbone, channels_last=True, compile=False)
+    seen = []
+    backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+    backbone.eval()(torch.zeros(2, 3, 32, 32))
+    undo()
+    backbone(torch.zeros(2, 3, 32, 32))
+    conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
+    assert seen == [False, True]  # channels-last input while on, as given after undo
+    assert conv.weight.is_contiguous()
 
 
 @pytest.mark.slow

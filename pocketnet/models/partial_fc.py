@@ -117,6 +117,8 @@ class PartialFCHead(MarginHead):
             raise ValueError(f"head.sample_rate must be in (0, 1], got {sample_rate}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not one of the {world_size} processes")
+        if num_classes < world_size:
+            raise ValueError(f"{num_classes} classes cannot be sharded over {world_size} processes")
         self.num_classes = num_classes
         self.sample_rate = float(sample_rate)
         self.rank, self.world_size = rank, world_size
@@ -133,7 +135,7 @@ class PartialFCHead(MarginHead):
         """The sorted local centres this step uses (None: all), given the batch's local labels
         (-1 where the class is in another shard)."""
         n = self.stop - self.start
-        k = int(self.sample_rate * n)
+        k = max(1, int(self.sample_rate * n))  # a shard without positives still takes part
         if k >= n:
             return None
         positive = labels[labels >= 0].unique()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Run:
     trainer: L.Trainer
     parts: Parts
     result: RunResult
+    undo_speed_options: Callable[[], None] = lambda: None
 
 
 class TrainingStage(Stage):
@@ -133,14 +135,27 @@ def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ..
     return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
 
 
-def apply_speed_options(backbone: nn.Module, channels_last: bool, compile: bool) -> None:
+def apply_speed_options(
+    backbone: nn.Module, channels_last: bool, compile: bool
+) -> Callable[[], None]:
     """``trainer.channels_last``: the backbone's weights and every input it gets in channels-last
-    memory format; ``trainer.compile``: the backbone compiled in place (``nn.Module.compile``)."""
+    memory format; ``trainer.compile``: the backbone compiled in place (``nn.Module.compile``).
+    Returns what undoes both (the practical metrics and exports take the plain model)."""
+    hook = None
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
-        backbone.register_forward_pre_hook(_to_channels_last)
+        hook = backbone.register_forward_pre_hook(_to_channels_last)
     if compile:
         backbone.compile()
+
+    def undo() -> None:
+        if hook is not None:
+            hook.remove()
+            backbone.to(memory_format=torch.contiguous_format)
+        if compile:
+            backbone._compiled_call_impl = None  # what nn.Module.compile() set
+
+    return undo
 
 
 def setup_run(
@@ -181,13 +196,13 @@ def setup_run(
         about=parts.about,
     )
     # after the profile, which times the model as it is exported (eager, contiguous)
-    apply_speed_options(module.backbone, cfg.trainer.channels_last, cfg.trainer.compile)
+    undo = apply_speed_options(module.backbone, cfg.trainer.channels_last, cfg.trainer.compile)
     numbers = {f"model/{k.replace(' ', '_')}": v for k, v in result.row().items()}
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if resume_step is None:
             logger.log_metrics({k: v for k, v in numbers.items() if _is_number(v)}, step=0)
-    return Run(trainer, parts, result)
+    return Run(trainer, parts, result, undo)
 
 
 def _is_number(value: Any) -> bool:
@@ -300,6 +315,7 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
 
 def _finish(stage: TrainingStage, cfg: DictConfig, run: Run, output_dir: Path) -> RunResult:
     trainer, module, result = run.trainer, run.parts.module, run.result
+    run.undo_speed_options()
     metrics = {
         k: float(v)
         for k, v in trainer.callback_metrics.items()
