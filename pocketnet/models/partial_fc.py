@@ -13,8 +13,8 @@ all classes. The margin formula is :class:`~pocketnet.models.heads.MarginHead`'s
 Gradients: each process's centres get the exact gradient of the global batch's mean loss. The
 gathered embeddings' gradient is summed over the processes' shards and multiplied by the world
 size: DDP averages the backbone's gradients over the processes, and that average is then the
-global batch's gradient, as without Partial FC. The centres are not DDP parameters (each
-process holds different ones): :attr:`PartialFCHead.ddp_ignored` names them.
+global batch's gradient, as without Partial FC. The centres must not be averaged by DDP (each
+process holds different ones); the stages do not run it under DDP yet.
 """
 
 from __future__ import annotations
@@ -125,11 +125,6 @@ class PartialFCHead(MarginHead):
         self.start, self.stop = shard_range(num_classes, rank, world_size)
         # every process draws the same initial centres and keeps its own rows
         self.weight = nn.Parameter(self.weight.data[self.start : self.stop].clone())
-
-    @property
-    def ddp_ignored(self) -> list[str]:
-        """Parameter names (relative to this head) DDP must not average: the shard."""
-        return ["weight"] if self.world_size > 1 else []
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The sorted local centres this step uses (None: all), given the batch's local labels
