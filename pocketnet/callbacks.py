@@ -43,7 +43,8 @@ class RandomState(L.Callback):
     """Keeps torch's (CPU and CUDA), NumPy's and Python's random states in every checkpoint
     and puts them back when a resumed run starts training (not when Lightning loads the
     checkpoint: set-up work in between draws numbers): with the seeded training order
-    (:mod:`pocketnet.data.sampling`), a resumed run draws what the uninterrupted one would."""
+    (:mod:`pocketnet.data.sampling`), a resumed run draws what the uninterrupted one would
+    (under DDP: what its first process would)."""
 
     def __init__(self) -> None:
         self.pending: dict[str, Any] | None = None
@@ -71,6 +72,13 @@ class RandomState(L.Callback):
         if self.pending is not None:
             self._restore(self.pending)
             self.pending = None
+        if trainer.global_rank > 0:
+            # DDP: every process was seeded alike; the flips and augmentation drawn on each
+            # process's batches must differ. Rank 0 keeps its stream (the one its checkpoints
+            # hold, resumed exactly); the others branch off it by rank and step (a resumed run
+            # draws new numbers there).
+            branch = torch.randint(2**62, (), dtype=torch.int64).item()
+            torch.manual_seed(branch + 1_000_003 * trainer.global_step + trainer.global_rank)
 
     @staticmethod
     def _restore(state: dict[str, Any]) -> None:

@@ -110,10 +110,12 @@ def _launch(config_name: str, job: Callable[[DictConfig], Any]) -> None:
     def app(cfg: DictConfig) -> Any:
         from pocketnet.console import configure_console
         from pocketnet.runtime import SetupError
+        from pocketnet.sweep_ddp import ddp_in_sweep_job
 
         configure_console()
         try:
-            return job(cfg)
+            with ddp_in_sweep_job():
+                return job(cfg)
         except SetupError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

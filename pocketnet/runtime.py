@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,6 +20,7 @@ __all__ = [
     "SetupError",
     "build_loggers",
     "finish_wandb",
+    "is_main_process",
     "write_run_config",
 ]
 
@@ -74,7 +76,15 @@ def finish_wandb() -> None:
         print(f"wandb: run saved in {folder} ({how})")
 
 
+def is_main_process() -> bool:
+    """Whether this is the process that writes a run's files: the only one, or rank 0 of the
+    processes a DDP run starts (which share its folder)."""
+    return rank_zero_only.rank == 0
+
+
 def write_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Create the run folder and write the resolved config there (``config.yaml``)."""
+    """Create the run folder and write the resolved config there (``config.yaml``; by the main
+    process only)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_main_process():
+        (output_dir / RUN_CONFIG).write_text(OmegaConf.to_yaml(cfg, resolve=True))

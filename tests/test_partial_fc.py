@@ -153,14 +153,33 @@ def test_a_teacher_trains_with_sampled_centres_and_reloads(tmp_path):
     assert module.head.weight.shape == (16, 32)
 
 
-def test_sampled_centres_under_ddp_are_refused_for_now(tmp_path):
+def test_shard_keeps_this_process_rows_once():
+    torch.manual_seed(0)
+    head = PartialFCHead(4, 7, sample_rate=0.5, **ARC)
+    full = head.weight.detach().clone()
+    head.shard(1, 2)
+    assert (head.start, head.stop) == (4, 7) and torch.equal(head.weight, full[4:7])
+    assert torch.equal(head.own_rows(full), full[4:7])
+    with pytest.raises(RuntimeError, match="already sharded over 2 processes"):
+        head.shard(0, 2)
+    with pytest.raises(ValueError, match="7 classes cannot be sharded over 8 processes"):
+        PartialFCHead(4, 7, sample_rate=0.5, **ARC).shard(0, 8)
+
+
+def test_class_logits_with_sampled_centres_under_ddp_are_refused(tmp_path):
+    """Soft-target KD and the search need the logits over every class, which no process of a
+    sharded head holds: refused before training, naming the key. Embedding KD is not."""
     from pocketnet.run import run
     from pocketnet.runtime import SetupError
     from tests.conftest import compose_run
 
-    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
-    cfg = compose_run(
-        tmp_path, ["stage=teacher", "debug=fast", "data=tiny", "head.sample_rate=0.5", *ddp]
-    )
-    with pytest.raises(SetupError, match=r"head.sample_rate=0.5 with 2 processes"):
-        run(cfg)
+    fast = ["debug=fast", "data=tiny", "print_config=false"]
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "head.sample_rate=0.5"]
+    teacher = compose_run(tmp_path, ["stage=teacher", *fast, "backbone=resnet18_tiny"], out="t")
+    run(teacher)
+    bank = f"stage.teacher.bank={tmp_path / 't' / 'teacher_bank'}"
+    refused = r"head.sample_rate=0.5 with 2 processes: .* needs the logits over every class"
+    for args in (["stage=student", "kd=soft_target", bank], ["stage=search"]):
+        cfg = compose_run(tmp_path, [*args, *fast, *ddp], out=args[0])
+        with pytest.raises(SetupError, match=refused):
+            run(cfg)

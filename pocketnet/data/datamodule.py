@@ -100,7 +100,11 @@ class FaceDataModule(L.LightningDataModule):
             "generator": torch.Generator().manual_seed(self.seed),
         }
         if shuffle:
-            options["sampler"] = EpochShuffle(dataset, self.seed, self._epoch, self._skip)
+            trainer = self.trainer
+            rank, world = (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+            options["sampler"] = EpochShuffle(
+                dataset, self.seed, self._epoch, self._skip, rank, world
+            )
         return DataLoader(dataset, **options)
 
     def _epoch(self) -> int:
@@ -114,8 +118,9 @@ class FaceDataModule(L.LightningDataModule):
         return self.resumed["batches_done"] * self.resumed["batch_size"]
 
     def state_dict(self) -> dict[str, int]:
-        """Where training is in the epoch's order, and the order's seed (kept in checkpoints:
-        a run with ``seed=null`` resumes in its own order)."""
+        """Where training is in the epoch's order (each process's batches), the order's seed
+        (kept in checkpoints: a run with ``seed=null`` resumes in its own order) and how many
+        processes shared it."""
         trainer = self.trainer
         if trainer is None:
             return {}
@@ -125,7 +130,19 @@ class FaceDataModule(L.LightningDataModule):
             "batches_done": done,
             "batch_size": self.cfg.batch_size,
             "seed": self.seed,
+            "world": trainer.world_size,
         }
+
+    @staticmethod
+    def check_resumable(state: dict[str, int] | None, world: int) -> None:
+        """A checkpoint taken mid-epoch resumes only with as many processes (each skips its own
+        share's batches)."""
+        if state and state.get("batches_done") and state.get("world", 1) != world:
+            raise ValueError(
+                f"the checkpoint was taken mid-epoch by {state.get('world', 1)} processes and "
+                f"this run has {world}: resume it with as many (trainer.devices x "
+                "trainer.num_nodes), or from a checkpoint taken at an epoch's end"
+            )
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resumed = dict(state) if state else None

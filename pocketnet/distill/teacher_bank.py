@@ -122,6 +122,7 @@ class TeacherBankCallback(L.Callback):
         self.fractions = sorted(fractions)
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
+        head = module.head.full_state_dict()  # every process: a sharded head gathers
         if not trainer.is_global_zero:
             return
         step = trainer.global_step
@@ -136,7 +137,7 @@ class TeacherBankCallback(L.Callback):
         )
         payload = {
             "backbone": module.backbone.state_dict(),
-            "head": module.head.state_dict(),
+            "head": head,
             "model_config": self.model_config,
             "epoch": epoch,
             "step": step,

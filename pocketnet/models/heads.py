@@ -87,3 +87,7 @@ class MarginHead(nn.Module):
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over the margin logits of the training identities."""
         return F.cross_entropy(self(embeddings, labels), labels)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state with every class centre (a sharded head gathers them: collective)."""
+        return self.state_dict()

@@ -14,7 +14,9 @@ Gradients: each process's centres get the exact gradient of the global batch's m
 gathered embeddings' gradient is summed over the processes' shards and multiplied by the world
 size: DDP averages the backbone's gradients over the processes, and that average is then the
 global batch's gradient, as without Partial FC. The centres must not be averaged by DDP (each
-process holds different ones); the stages do not run it under DDP yet.
+process holds different ones): :class:`~pocketnet.stages.base.FaceModule` shards the head once
+the processes exist, leaves it out of DDP, and keeps every centre (and their optimiser state)
+in checkpoints.
 """
 
 from __future__ import annotations
@@ -115,16 +117,31 @@ class PartialFCHead(MarginHead):
             raise ValueError("head.sample_rate needs a normalised margin head, not head=softmax")
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"head.sample_rate must be in (0, 1], got {sample_rate}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not one of the {world_size} processes")
-        if num_classes < world_size:
-            raise ValueError(f"{num_classes} classes cannot be sharded over {world_size} processes")
         self.num_classes = num_classes
         self.sample_rate = float(sample_rate)
+        self.rank, self.world_size, self.start, self.stop = 0, 1, 0, num_classes
+        self.shard(rank, world_size)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Keep process ``rank``'s rows of the centres (every process drew the same initial
+        ones): what a DDP run does once its processes exist."""
+        if self.world_size != 1:
+            raise RuntimeError(f"the head is already sharded over {self.world_size} processes")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not one of the {world_size} processes")
+        if self.num_classes < world_size:
+            raise ValueError(
+                f"{self.num_classes} classes cannot be sharded over {world_size} processes"
+            )
+        if world_size == 1:
+            return
         self.rank, self.world_size = rank, world_size
-        self.start, self.stop = shard_range(num_classes, rank, world_size)
-        # every process draws the same initial centres and keeps its own rows
-        self.weight = nn.Parameter(self.weight.data[self.start : self.stop].clone())
+        self.start, self.stop = shard_range(self.num_classes, rank, world_size)
+        self.weight = nn.Parameter(self.own_rows(self.weight.data).clone())
+
+    def own_rows(self, full: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a tensor over all classes."""
+        return full[self.start : self.stop]
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor | None:
         """The sorted local centres this step uses (None: all), given the batch's local labels
@@ -173,20 +190,29 @@ class PartialFCHead(MarginHead):
             )
         return super().logits(embeddings)
 
-    @torch.no_grad()
     def gather_centres(self) -> torch.Tensor:
         """All processes' centres in class order (collective: every process must call it)."""
+        return self.gather_rows(self.weight)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state with every centre (collective under DDP)."""
+        return {"weight": self.gather_centres()}
+
+    @torch.no_grad()
+    def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """A tensor over this process's classes (the centres, an optimiser's state of them)
+        completed with every other process's, in class order (collective)."""
+        rows = rows.detach()
         if self.world_size == 1:
-            return self.weight.detach().clone()
+            return rows.clone()
         sizes = [
             b - a
             for a, b in (
                 shard_range(self.num_classes, r, self.world_size) for r in range(self.world_size)
             )
         ]
-        width = max(sizes)
-        padded = self.weight.new_zeros(width, self.weight.shape[1])
-        padded[: self.weight.shape[0]] = self.weight
+        padded = rows.new_zeros(max(sizes), *rows.shape[1:])
+        padded[: rows.shape[0]] = rows
         parts = [torch.empty_like(padded) for _ in sizes]
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])

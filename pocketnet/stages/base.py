@@ -33,6 +33,7 @@ from torchmetrics import MaxMetric
 from pocketnet.evaluation.verification import VerificationMetric, embed_fused
 from pocketnet.models.factory import backbone_from_config, head_from_config, plain_dict
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.partial_fc import PartialFCHead
 from pocketnet.stages.optim import (
     BY_CLASS,
     build_optimizer,
@@ -42,6 +43,10 @@ from pocketnet.stages.optim import (
 )
 
 __all__ = ["FaceModule", "NonFiniteLossError", "config_node"]
+
+# The validation figures come from every process's embeddings (the metrics gather them under
+# DDP), so each process holds the same value: their maximum is that value, to the bit.
+SAME_ON_ALL = {"sync_dist": True, "reduce_fx": "max"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -53,9 +58,15 @@ def config_node(node: Any) -> Any:
     return OmegaConf.create(node) if isinstance(node, dict) else node
 
 
+def _same_shape(value: Any, like: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.shape == like.shape
+
+
 class FaceModule(L.LightningModule):
     """Backbone + margin head with verification validation; subclasses define the step.
     ``backbone`` and ``head`` are built parts, or their :meth:`save_rebuild_spec` entries."""
+
+    needs_class_logits = False  # the head's logits over every class (see setup_run)
 
     def __init__(
         self,
@@ -83,6 +94,92 @@ class FaceModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
+
+    # ------------------------------------------------------------------ Partial FC under DDP
+
+    @property
+    def sharded_head(self) -> PartialFCHead | None:
+        """The head when it holds only this process's centres (Partial FC under DDP)."""
+        head = self.head
+        return head if isinstance(head, PartialFCHead) and head.world_size > 1 else None
+
+    def setup(self, stage: str) -> None:
+        """Under DDP a Partial FC head keeps this process's shard of the centres, which DDP
+        leaves out of its gradient averaging and initial broadcast."""
+        trainer = self._trainer
+        if isinstance(self.head, PartialFCHead) and trainer is not None and trainer.world_size > 1:
+            if self.sharded_head is None:
+                self.head.shard(trainer.global_rank, trainer.world_size)
+            self._ddp_params_and_buffers_to_ignore = ["head.weight"]
+
+    def clip_gradients(
+        self,
+        optimizer: Any,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: Any = None,
+    ) -> None:
+        """Clipping by norm takes the norm over every process's centres when the head is
+        sharded: each process's own norm would scale the shared backbone's gradients
+        differently on each process, and the processes' backbones would drift apart."""
+        head = self.sharded_head
+        algorithm = str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm))
+        if head is None or not gradient_clip_val or algorithm not in ("norm", "None"):
+            super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        centres = head.weight.grad if any(p is head.weight for p in params) else None
+        shared = [p.grad for p in params if p.grad is not None and p is not head.weight]
+        squares = head.weight.new_zeros(()) if centres is None else centres.float().pow(2).sum()
+        torch.distributed.all_reduce(squares)  # every process clips the same optimisers in turn
+        norm = (squares + sum(g.float().pow(2).sum() for g in shared)).sqrt()
+        scale = (gradient_clip_val / (norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(shared + ([] if centres is None else [centres]), scale)
+
+    def _centre_states(self, checkpoint: dict[str, Any]) -> list[tuple[dict[str, Any], int]]:
+        """(optimiser state, parameter index) of the head's centres in ``checkpoint``."""
+        found = []
+        for optimizer, saved in zip(
+            self.trainer.optimizers, checkpoint.get("optimizer_states", []), strict=False
+        ):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            found += [
+                (saved["state"], i)
+                for i, p in enumerate(params)
+                if p is self.head.weight and i in saved["state"]
+            ]
+        return found
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A sharded head's checkpoint holds every centre and their optimiser state (gathered
+        from the processes: every process saves, the first one writes)."""
+        head = self.sharded_head
+        if head is None:
+            return
+        checkpoint["state_dict"]["head.weight"] = head.gather_centres()
+        for states, i in self._centre_states(checkpoint):
+            states[i] = {  # a new dict: the saved one is the optimiser's own
+                k: head.gather_rows(v) if _same_shape(v, head.weight) else v
+                for k, v in states[i].items()
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A sharded head resumes its own rows of the checkpoint's centres."""
+        head = self.sharded_head
+        if head is not None:
+            weights = checkpoint["state_dict"]
+            weights["head.weight"] = head.own_rows(weights["head.weight"])
+
+    def on_train_start(self) -> None:
+        """... and of their optimiser state, which Lightning restores after the weights."""
+        head = self.sharded_head
+        if head is None:
+            return
+        full = (head.num_classes, *head.weight.shape[1:])
+        for optimizer in self.trainer.optimizers:
+            state = optimizer.state.get(head.weight, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == full:
+                    state[key] = head.own_rows(value).clone()
 
     def save_rebuild_spec(
         self,
@@ -179,12 +276,12 @@ class FaceModule(L.LightningModule):
             metric = self.val_metrics[name]
             results = metric.compute()
             metric.reset()
-            self.log_dict({f"val/{name}/{k}": v for k, v in results.items()})
+            self.log_dict({f"val/{name}/{k}": v for k, v in results.items()}, **SAME_ON_ALL)
             accs.append(results["acc"])
         acc = torch.stack(accs).mean()
         self.acc_best.update(acc)
-        self.log("val/acc", acc, prog_bar=True)
-        self.log("val/acc_best", self.acc_best.compute(), prog_bar=True)
+        self.log("val/acc", acc, prog_bar=True, **SAME_ON_ALL)
+        self.log("val/acc_best", self.acc_best.compute(), prog_bar=True, **SAME_ON_ALL)
 
     def scheduled_optimizer(
         self, params: Any, optimizer_cfg: Any, scheduler_cfg: Any

@@ -21,7 +21,7 @@ from pocketnet.config.compose import compose
 from pocketnet.console import print_results
 from pocketnet.distill.methods import KD_METHODS
 from pocketnet.results import PipelineResult
-from pocketnet.runtime import SetupError, write_run_config
+from pocketnet.runtime import SetupError, is_main_process, write_run_config
 from pocketnet.stages.stage import STAGES, Stage
 
 __all__ = ["PipelineStage", "pipeline_configs"]
@@ -101,11 +101,12 @@ class PipelineStage(Stage):
             {"model": f"{name} ({labels[name]})", "input": r.input_size, **r.figures()}
             for name, r in runs.items()
         ]
-        print_results(
-            f"{cfg.task_name}: teacher -> student by kd={cfg.kd.name} vs student alone "
-            f"(CPU ms: batch 1, {torch.get_num_threads()} threads)",
-            table,
-        )
         result = PipelineResult(runs, kd_run)
-        result.save(Path(cfg.paths.output_dir) / cfg.results_file)
+        if is_main_process():
+            print_results(
+                f"{cfg.task_name}: teacher -> student by kd={cfg.kd.name} vs student alone "
+                f"(CPU ms: batch 1, {torch.get_num_threads()} threads)",
+                table,
+            )
+            result.save(Path(cfg.paths.output_dir) / cfg.results_file)
         return result

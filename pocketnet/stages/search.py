@@ -38,6 +38,8 @@ __all__ = ["SearchModule", "SearchStage"]
 class SearchModule(FaceModule):
     """Supernet + head trained by alternating alpha and weight steps (manual optimisation)."""
 
+    needs_class_logits = True  # the training accuracy over the training classes
+
     def __init__(
         self,
         supernet: SuperNet | Mapping[str, Any],

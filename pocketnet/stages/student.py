@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 class StudentModule(FaceModule):
     """Margin loss + the KD method's terms against ``teacher``."""
 
+    @property
+    def needs_class_logits(self) -> bool:
+        return self.kd.needs_class_logits
+
     def __init__(
         self,
         backbone: nn.Module | Mapping[str, Any],
@@ -99,12 +103,14 @@ class StudentModule(FaceModule):
             self.activate_cache()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.teacher is not None:
             checkpoint["teacher"] = {"source": self.teacher.source, "step": self.teacher.step}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Loaded without its KD method (``load_from_checkpoint``), the student drops that
         method's training-only weights (a projection, a discriminator); a resumed run has them."""
+        super().on_load_checkpoint(checkpoint)
         ours = self.state_dict()
         weights = checkpoint.get("state_dict", {})
         for key in [k for k in weights if k.startswith("kd.") and k not in ours]:

@@ -27,7 +27,13 @@ from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.results import RunResult
 from pocketnet.run_folder import LAST, latest_checkpoint, run_folder_of
-from pocketnet.runtime import SetupError, build_loggers, finish_wandb, write_run_config
+from pocketnet.runtime import (
+    SetupError,
+    build_loggers,
+    finish_wandb,
+    is_main_process,
+    write_run_config,
+)
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import Stage
 from pocketnet.untrusted import load_torch_file
@@ -176,13 +182,16 @@ def setup_run(
         default_root_dir=str(output_dir),
         plugins=[AtomicCheckpointIO()],
     )
-    if trainer.world_size > 1 and cfg.head.sample_rate < 1.0:
+    world = trainer.world_size
+    if world > 1 and cfg.head.sample_rate < 1.0 and module.needs_class_logits:
         raise SetupError(
-            f"head.sample_rate={cfg.head.sample_rate} with {trainer.world_size} processes: "
-            "Partial FC shards its centres over processes in pocketnet.models.partial_fc, but "
-            "the stages do not run it under DDP yet; train on one process, or sample_rate=1.0"
+            f"head.sample_rate={cfg.head.sample_rate} with {world} processes: each process's "
+            f"Partial FC head holds 1/{world} of the class centres, and this run needs the "
+            "logits over every class (soft-target KD, the search's training accuracy); train "
+            "with head.sample_rate=1.0, or on one process"
         )
-    latency, latency_p90 = cpu_latency(module.backbone, size) if cfg.latency else (None, None)
+    timed = cfg.latency and is_main_process()  # DDP: the others' results are not kept
+    latency, latency_p90 = cpu_latency(module.backbone, size) if timed else (None, None)
     result = RunResult(
         stage=stage.name,
         model=parts.model,
@@ -231,6 +240,9 @@ def _check_resumable(run: Run, ckpt_path: str, payload: Any) -> None:
             f"{len(missing) + len(extra) + len(shapes)} differences): resume with the config "
             "of the run that wrote it"
         )
+    data = run.parts.datamodule
+    if isinstance(data, FaceDataModule):
+        data.check_resumable(payload.get(type(data).__qualname__), run.trainer.world_size)
     states = payload.get("callbacks", {})
     for callback in run.trainer.callbacks:
         if hasattr(callback, "check_resumed_state"):

@@ -76,6 +76,9 @@ class KDMethod(nn.Module):
     name: ClassVar[str]  # set by the registry
     Config: ClassVar[type]  # the schema of conf/kd/<name>.yaml
     needs_teacher: ClassVar[bool] = True
+    # compares the student's logits over every training class (not possible with a Partial FC
+    # head sharded over DDP processes)
+    needs_class_logits: ClassVar[bool] = False
 
     def __init__(self, setup: KDSetup):
         super().__init__()

@@ -40,6 +40,7 @@ class SoftTargetKD(KDMethod):
     """``train/loss_margin`` (weighted ``1 - alpha``) + ``train/loss_kd`` (weighted ``alpha``)."""
 
     Config = SoftTargetKDConfig
+    needs_class_logits = True
 
     def __init__(self, setup: KDSetup):
         super().__init__(setup)
