@@ -126,6 +126,8 @@ class SaveOnFailure(L.Callback):
     def on_exception(
         self, trainer: L.Trainer, module: L.LightningModule, err: BaseException
     ) -> None:
+        if isinstance(err, DATA_ERRORS) and trainer.world_size > 1:
+            return  # one process's error: saving needs every process (a collective)
         if isinstance(err, (KeyboardInterrupt, SIGTERMException, *DATA_ERRORS)):
             trainer.save_checkpoint(self.path)
             print(f"\nSaved the training state to {self.path} (resume with ckpt_path={self.path})")

@@ -38,7 +38,8 @@ def build_loggers(cfg: Any, output_dir: Path, resume_step: int | None = None) ->
         if resume_step is None:
             loggers.append(CSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
         else:
-            keep_rows_until(output_dir / cfg.csv.name / "metrics.csv", resume_step)
+            if is_main_process():  # torchrun / SLURM: every process builds its loggers
+                keep_rows_until(output_dir / cfg.csv.name / "metrics.csv", resume_step)
             loggers.append(AppendingCSVLogger(save_dir=output_dir, name=cfg.csv.name, version=""))
     if cfg.wandb is not None:
         w = cfg.wandb

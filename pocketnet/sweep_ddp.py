@@ -4,10 +4,11 @@ Lightning's DDP launcher starts the other processes of a run by running the comm
 ``hydra.run.dir`` set to the run's folder. In a multirun job that command is the whole sweep
 (``-m`` and every value), and ``hydra.run.dir`` is not the job's folder: each extra process would
 run the sweep again into a sweep folder of its own. :func:`ddp_in_sweep_job` makes the command
-this job alone (its own overrides) in this job's folder, and ends the job's process group and
-Lightning's launch variables afterwards, so that the next job of the sweep starts its own
-processes. Jobs whose processes a cluster starts (SLURM tasks, torchrun: ``LOCAL_RANK`` set) are
-left as they are.
+this job alone (the command's flags but ``-m``, the job's overrides, ``hydra.mode=RUN``: a
+config may set MULTIRUN, as ``hparams_search=optuna`` does) in this job's folder, and ends the
+job's process group and Lightning's launch variables afterwards, so that the next job of the
+sweep starts its own processes. Jobs whose processes a cluster starts (SLURM tasks, torchrun:
+``LOCAL_RANK`` set) are left as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ __all__ = ["ddp_in_sweep_job"]
 LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
+def _flags(args: list[str]) -> list[str]:
+    """The command line's flags (and their values) but ``-m``: ``--config-dir``, ...."""
+    from pocketnet.cli import VALUE_FLAGS
+
+    kept, value = [], False
+    for arg in args:
+        if value or (arg.startswith("-") and arg not in ("-m", "--multirun")):
+            kept.append(arg)
+            value = not value and arg in VALUE_FLAGS
+    return kept
+
+
 @contextmanager
 def ddp_in_sweep_job() -> Iterator[None]:
     """Around one job of a multirun: DDP's extra processes run this job, in its folder."""
@@ -40,7 +53,7 @@ def ddp_in_sweep_job() -> Iterator[None]:
     argv, env = sys.argv, {key: os.environ.get(key) for key in LAUNCH_ENV}
     with read_write(hydra), open_dict(hydra):
         hydra.run.dir = hydra.runtime.output_dir
-    sys.argv = [argv[0], *hydra.overrides.task]
+    sys.argv = [argv[0], *_flags(argv[1:]), *hydra.overrides.task, "hydra.mode=RUN"]
     try:
         yield
     finally:

@@ -84,6 +84,9 @@ class FaceDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:  # seed=null draws one per process
+            self.seed = int(trainer.strategy.broadcast(self.seed, 0))
 
     def _loader(
         self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool
@@ -131,13 +134,15 @@ class FaceDataModule(L.LightningDataModule):
             "batch_size": self.cfg.batch_size,
             "seed": self.seed,
             "world": trainer.world_size,
+            "mid_epoch": done < trainer.num_training_batches,
         }
 
     @staticmethod
     def check_resumable(state: dict[str, int] | None, world: int) -> None:
         """A checkpoint taken mid-epoch resumes only with as many processes (each skips its own
         share's batches)."""
-        if state and state.get("batches_done") and state.get("world", 1) != world:
+        mid_epoch = state.get("mid_epoch", bool(state.get("batches_done"))) if state else False
+        if mid_epoch and state.get("world", 1) != world:
             raise ValueError(
                 f"the checkpoint was taken mid-epoch by {state.get('world', 1)} processes and "
                 f"this run has {world}: resume it with as many (trainer.devices x "

@@ -111,7 +111,11 @@ class SearchModule(FaceModule):
                     decay,
                     self.hessian_eps,
                 )
+        world = self.trainer.world_size if self._trainer is not None else 1
         for alpha, grad in zip(alphas, grads, strict=True):
+            if world > 1:  # autograd.grad bypasses DDP's averaging: the alphas must stay equal
+                torch.distributed.all_reduce(grad)
+                grad /= world
             alpha.grad = grad
         return loss
 

@@ -126,6 +126,9 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in SPEED_KEYS:
         kwargs.pop(key)
+    if kwargs["strategy"] == "ddp" and getattr(module, "adversaries", None):
+        # the adversary's backward pass reaches only its discriminator: DDP must be told
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
     if not module.automatic_optimization:
         if kwargs["accumulate_grad_batches"] != 1:
             raise ValueError(
@@ -189,6 +192,12 @@ def setup_run(
             f"Partial FC head holds 1/{world} of the class centres, and this run needs the "
             "logits over every class (soft-target KD, the search's training accuracy); train "
             "with head.sample_rate=1.0, or on one process"
+        )
+    if world > 1 and cfg.head.sample_rate < 1.0 and cfg.data.get("skip_corrupt"):
+        raise SetupError(
+            f"head.sample_rate={cfg.head.sample_rate} with {world} processes gathers equal "
+            "batches from every process, and data.skip_corrupt=true can shorten one: check the "
+            "data (pocketnet-data check) and train with data.skip_corrupt=false"
         )
     timed = cfg.latency and is_main_process()  # DDP: the others' results are not kept
     latency, latency_p90 = cpu_latency(module.backbone, size) if timed else (None, None)
@@ -307,16 +316,22 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
             # a checkpoint of a run that had finished training (killed before its results):
             # nothing left to train, so the figures come from validating its weights
             run.trainer.validate(run.parts.module, datamodule=run.parts.datamodule, verbose=False)
-        return _finish(stage, cfg, run, output_dir)
+        result = _finish(stage, cfg, run, output_dir)
+        if run.trainer.world_size > 1:  # the next stage of a pipeline reads what rank 0 wrote
+            run.trainer.strategy.barrier("stage finished")
+        return result
     except SIGTERMException:  # Lightning's is a SystemExit with code 0: a stop is no success
         saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))
         print(f"error: stopped by SIGTERM; resume with ckpt_path={saved}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except DATA_ERRORS as err:  # found mid-training (in a loader worker, perhaps)
         saved = next(c.path for c in run.trainer.callbacks if isinstance(c, SaveOnFailure))
+        state = "its state saved"
+        if run.trainer.world_size > 1:  # one process's error: nothing saved (SaveOnFailure)
+            saved, state = latest_checkpoint(output_dir), "its last checkpoint kept"
         print(
             f"error: {one_line(err)}; training stopped at epoch {run.trainer.current_epoch + 1}, "
-            f"step {run.trainer.global_step}, its state saved: fix the data or set "
+            f"step {run.trainer.global_step}, {state}: fix the data or set "
             f"data.skip_corrupt=true, and resume with ckpt_path={saved}",
             file=sys.stderr,
         )
