@@ -104,6 +104,66 @@ def test_export_then_eval_of_the_bare_backbone_gives_the_same_figures(teacher_ru
     assert from_bank["sets"] == from_ckpt["sets"]  # the bank's last entry is the final state
 
 
+def test_int8_and_fp16_onnx_are_judged_beside_fp32(teacher_run, tmp_path):
+    """``export.int8=true``: a static int8 QDQ graph calibrated on the run's faces, an fp16
+    graph, and every format's accuracy on the run's sets (fp32 ONNX equals PyTorch's, which
+    equals the run's own validation) and batch-1 latency."""
+    ckpt = teacher_run / "checkpoints" / "last.ckpt"
+    args = [f"ckpt_path={ckpt}", "export.int8=true", "export.calibration_images=40"]
+    out = teacher_run / "export" / "int8"  # where pocketnet-export puts a run's exports
+    report = export_checkpoint(compose_run(tmp_path, args, "export", str(out)))
+    formats = report["formats"]
+    assert list(formats) == ["pytorch fp32", "onnx fp32", "onnx fp16", "onnx int8"]
+    assert formats["onnx int8"]["calibration images"] == 40
+    graph = onnx.load(out / "backbone_int8.onnx").graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert formats["onnx int8"]["size MB"] < 0.4 * formats["onnx fp32"]["size MB"]
+    assert formats["onnx fp16"]["size MB"] < 0.6 * formats["onnx fp32"]["size MB"]
+    assert formats["onnx fp16"]["parity ok"] and report["parity ok"]
+    logged = json.loads((teacher_run / "results.json").read_text())["sets"]["synthetic"]["acc"]
+    assert formats["pytorch fp32"]["acc"]["synthetic"] == pytest.approx(logged, abs=1e-6)
+    assert formats["onnx fp32"]["acc"]["synthetic"] == formats["pytorch fp32"]["acc"]["synthetic"]
+    cosine = {name: f["cosine to fp32"]["synthetic"] for name, f in formats.items()}
+    assert cosine["pytorch fp32"] == pytest.approx(1.0) and cosine["onnx fp32"] > 0.99999
+    assert cosine["onnx fp16"] > 0.999 and 0.9 < cosine["onnx int8"] < cosine["onnx fp16"]
+    assert all(f["latency ms"] > 0 for f in formats.values())
+    written = json.loads((out / "export.json").read_text())
+    assert written["formats"]["onnx int8"]["acc"] == formats["onnx int8"]["acc"]
+
+    # pocketnet-eval of each graph: the run's sets (found from the export folder), the same
+    # figures; the practical metrics (of a PyTorch model) are refused by name
+    for name, file in (("onnx int8", "backbone_int8.onnx"), ("onnx fp16", "backbone_fp16.onnx")):
+        metrics = _eval(tmp_path, [f"ckpt_path={out / file}", "eval.practical=false"], file)
+        assert metrics["sets"]["synthetic"]["acc"] == formats[name]["acc"]["synthetic"]
+    with pytest.raises(SetupError, match="is an ONNX graph: the practical metrics"):
+        _eval(tmp_path, [f"ckpt_path={out / 'backbone_int8.onnx'}"], "refused")
+
+
+def test_int8_needs_a_run_to_calibrate_on(teacher_run, tmp_path):
+    export_checkpoint(
+        compose_run(
+            tmp_path,
+            [
+                f"ckpt_path={teacher_run / 'checkpoints' / 'last.ckpt'}",
+                "export.accuracy=false",
+                "export.latency=false",
+            ],
+            "export",
+            "e1",
+        )
+    )
+    bare = [
+        f"ckpt_path={tmp_path / 'e1' / 'backbone.pth'}",
+        "backbone=resnet18_tiny",
+        "backbone.embedding_size=32",
+        "input_size=32",
+        "export.int8=true",
+    ]
+    with pytest.raises(SetupError, match="export.int8=true calibrates on the run's training"):
+        export_checkpoint(compose_run(tmp_path, bare, "export", "e2"))
+
+
 def test_template_evaluation_on_lfw_dev_templates(teacher_run, tmp_path, capsys):
     assert (
         data_main(["make-templates", "--images", str(LFW_DEV / "test"), "--out", str(tmp_path)])

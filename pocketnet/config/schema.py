@@ -484,9 +484,14 @@ class EvalAppConfig:
 class ExportConfig:
     onnx: bool = MISSING
     opset: int = MISSING
-    fp16: bool = MISSING  # also backbone_fp16.pth
+    fp16: bool = MISSING  # also backbone_fp16.pth (and backbone_fp16.onnx with onnx)
+    int8: bool = MISSING  # backbone_int8.onnx: static int8, calibrated on the run's faces
+    calibration_images: int = MISSING
     check_batches: list[int] = MISSING
-    tolerance: float = MISSING  # max |ONNX Runtime - PyTorch| allowed
+    tolerance: float = MISSING  # max |ONNX Runtime - PyTorch|, L2-normalised embeddings
+    fp16_tolerance: float = MISSING  # the same for the fp16 graph
+    accuracy: bool = MISSING  # each format's accuracy on the run's verification sets
+    latency: bool = MISSING  # each format's batch-1 CPU latency, side by side
 
 
 @dataclass

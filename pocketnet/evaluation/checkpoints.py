@@ -5,11 +5,14 @@
   the ``backbone.*`` weights are loaded strictly;
 * a teacher-bank file (``teacher_bank/*.pt``): it carries its own model config;
 * a backbone state_dict (insightface ``backbone.pth``, an official PocketNet file, a
-  ``pocketnet-export`` output): ``backbone=<name>`` says what it holds, ``input_size`` its size.
+  ``pocketnet-export`` output): ``backbone=<name>`` says what it holds, ``input_size`` its size;
+* an ONNX graph (``pocketnet-export``'s fp32, fp16 or int8 one), run by ONNX Runtime: the graph
+  gives its input size, and one in ``<run>/export/<time>/`` its run's config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ __all__ = ["LoadedModel", "load_model"]
 class LoadedModel:
     """A backbone ready to embed, where it came from, and the run config when there is one."""
 
-    backbone: nn.Module
+    backbone: nn.Module | Callable[[torch.Tensor], torch.Tensor]  # an ONNX graph's: a callable
     input_size: int
     name: str
     source: str
@@ -77,12 +80,30 @@ def _from_lightning(payload: dict[str, Any], path: Path) -> LoadedModel:
     return LoadedModel(model, int(size), str(run_cfg.backbone.name), str(path), run_cfg)
 
 
+def _from_onnx(path: Path, input_size: int | None) -> LoadedModel:
+    from pocketnet.evaluation.formats import OnnxBackbone
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such ONNX file")
+    model = OnnxBackbone(path, torch.get_num_threads())
+    shape = model.session.get_inputs()[0].shape  # [N, 3, H, W]
+    if len(shape) != 4 or not isinstance(shape[2], int):
+        raise ValueError(f"{path}: an ONNX graph of (N, 3, H, W) images expected, got {shape}")
+    if input_size is not None and input_size != shape[2]:
+        raise ValueError(f"input_size={input_size} but {path} takes {shape[2]} px images")
+    run = path.parents[2] / "config.yaml" if len(path.parents) > 2 else None
+    config = OmegaConf.load(run) if run is not None and run.is_file() else None
+    return LoadedModel(model, int(shape[2]), path.stem, str(path), config)
+
+
 def load_model(
     ckpt_path: str | Path, backbone: Any = None, input_size: int | None = None
 ) -> LoadedModel:
     """The backbone in ``ckpt_path`` (eval mode, CPU). ``backbone`` (a ``backbone`` group
     config) and ``input_size`` are needed for a bare state_dict only."""
     path = Path(ckpt_path)
+    if path.suffix == ".onnx":
+        return _from_onnx(path, input_size)
     payload = load_torch_file(path, "ckpt_path")
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__}, not a dict)")

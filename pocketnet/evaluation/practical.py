@@ -40,10 +40,10 @@ from torch import nn
 
 from pocketnet.evaluation.export import (
     _eval_cpu_fp32,
-    _write_atomic,
     export_onnx,
     file_size_mb,
     save_backbone,
+    write_atomic,
 )
 from pocketnet.evaluation.flops import count_flops_detailed
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
@@ -174,4 +174,4 @@ def practical_metrics(
 def write_practical(metrics: dict[str, float | int | str], path: str | Path) -> Path:
     """Write ``metrics`` as JSON at ``path``, atomically (folders created)."""
     text = json.dumps(metrics, indent=2) + "\n"
-    return _write_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
