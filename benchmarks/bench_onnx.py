@@ -1,4 +1,5 @@
-"""ONNX Runtime vs eager PyTorch on the CPU: batch-1 latency and output parity of one backbone.
+"""ONNX Runtime vs eager PyTorch on the CPU: batch-1 latency and output parity of one backbone, in
+fp32, and as pocketnet-export's fp16 and static int8 graphs (``--no-quantized``: fp32 only).
 
 For ``--model`` (default ``pocketnet_s_128``) at ``--size`` (112), batch 1, on the CPU with one
 thread count for both (``--threads``, default ``torch.get_num_threads()``), printed with the table:
@@ -12,7 +13,10 @@ thread count for both (``--threads``, default ``torch.get_num_threads()``), prin
   machine's load hit both alike; each block starts with one untimed forward that absorbs the
   hand-over between the two thread pools. Median and p90 ms per forward; ratio of the medians.
   (``evaluation.profile.cpu_latency`` times one model in one block, so it cannot interleave.)
-- parity: max |ORT - eager| at batch 1 and 7 (``onnx_parity``), beside the embeddings' max |x|.
+- parity: max |ORT - eager| of L2-normalised embeddings at batch 1 and 7 (``onnx_parity``).
+- int8: calibrated here on 64 uniform [-1, 1] images (the latency does not depend on the
+  calibration; ``pocketnet-export export.int8=true`` calibrates on a run's faces and reports
+  the accuracy of each format). Ratios to fp32 ONNX (issue 18's goal for int8: <= 0.5x).
 
 A fresh model's BN statistics (mean 0, var 1) give PocketNet embeddings of ~1e9, so unless
 ``--checkpoint`` loads a backbone state_dict they are set from one train-mode batch of random
@@ -42,6 +46,7 @@ from pocketnet.evaluation.export import (
     onnxruntime,
     ort_session,
 )
+from pocketnet.evaluation.int8 import quantize_int8
 
 
 def calibrate_bn(model: nn.Module, size: int, batch: int = 16) -> None:
@@ -84,6 +89,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--no-quantized", dest="quantized", action="store_false")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,46 +103,60 @@ def main() -> None:
         calibrate_bn(model, args.size)
     model.eval()
 
+    ort = onnxruntime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, args.size, Path(tmp) / f"{args.model}.onnx")
-        parity = onnx_parity(model, path, args.size, batch_sizes=(1, 7))
-        ort = onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort_session(path, options)
-        size_mb = file_size_mb(path)
+        paths = {"ONNX Runtime": export_onnx(model, args.size, Path(tmp) / "fp32.onnx")}
+        if args.quantized:
+            paths["ORT fp16"] = export_onnx(
+                model, args.size, Path(tmp) / "fp16.onnx", dtype=torch.float16
+            )
+            noise = np.random.default_rng(0).random((64, 3, args.size, args.size)) * 2 - 1
+            paths["ORT int8"] = quantize_int8(
+                paths["ONNX Runtime"], Path(tmp) / "int8.onnx", noise.astype(np.float32)
+            )
+        parity = onnx_parity(model, paths["ONNX Runtime"], args.size, batch_sizes=(1, 7))
+        sessions = {name: ort_session(path, options) for name, path in paths.items()}
+        sizes = {name: file_size_mb(path) for name, path in paths.items()}
 
     x = torch.rand(1, 3, args.size, args.size) * 2 - 1
-    feed = {INPUT_NAME: x.numpy()}
+    feeds = {
+        name: {INPUT_NAME: x.numpy().astype(np.float16 if "fp16" in name else np.float32)}
+        for name in sessions
+    }
+    runs: dict[str, Callable[[], object]] = {"eager PyTorch": lambda: model(x)}
+    for name, session in sessions.items():
+        runs[name] = lambda s=session, f=feeds[name]: s.run(None, f)
     with torch.inference_mode():
-        scale = model(torch.rand(7, 3, args.size, args.size) * 2 - 1).abs().max().item()
-        times = interleaved_ms(
-            {"eager PyTorch": lambda: model(x), "ONNX Runtime": lambda: session.run(None, feed)},
-            args.warmup,
-            args.rounds,
-            args.reps,
-        )
+        times = interleaved_ms(runs, args.warmup, args.rounds, args.reps)
 
     print(
         f"{args.model} at {args.size}x{args.size}, batch 1, CPU, {threads} threads for both "
         f"(torch {torch.__version__}, onnxruntime {ort.__version__}); "
-        f"{args.rounds} interleaved rounds x {args.reps} forwards each; ONNX {size_mb:.2f} MB"
+        f"{args.rounds} interleaved rounds x {args.reps} forwards each"
     )
-    header = f"{'backend':<16} {'median ms':>10} {'p90 ms':>8}"
+    header = f"{'backend':<16} {'median ms':>10} {'p90 ms':>8} {'file MB':>8} {'vs ORT fp32':>12}"
     print(header)
     print("-" * len(header))
-    medians = {}
+    medians = {name: float(np.median(ms)) for name, ms in times.items()}
     for name, ms in times.items():
-        medians[name] = float(np.median(ms))
-        print(f"{name:<16} {medians[name]:>10.2f} {np.percentile(ms, 90):>8.2f}")
+        size = f"{sizes[name]:.2f}" if name in sizes else "-"
+        ratio = medians[name] / medians["ONNX Runtime"]
+        print(
+            f"{name:<16} {medians[name]:>10.2f} {np.percentile(ms, 90):>8.2f} {size:>8} "
+            f"{ratio:>11.2f}x"
+        )
     ratio = medians["ONNX Runtime"] / medians["eager PyTorch"]
     print(f"ratio ORT / eager (medians): {ratio:.2f}x (target <= 1.0x)")
+    if "ORT int8" in medians:
+        int8 = medians["ORT int8"] / medians["ONNX Runtime"]
+        print(f"ratio ORT int8 / ORT fp32 (medians): {int8:.2f}x (issue 18's goal <= 0.5x)")
     print(
-        "parity max |ORT - eager|: "
+        "parity max |ORT - eager| (normalised embeddings): "
         + ", ".join(f"batch {b}: {d:.1e}" for b, d in parity.items())
-        + f" (embeddings' max |x| {scale:.2f})"
     )
 
 
