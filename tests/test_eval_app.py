@@ -125,11 +125,10 @@ def test_int8_and_fp16_onnx_are_judged_beside_fp32(teacher_run, tmp_path):
     assert formats["pytorch fp32"]["acc"]["synthetic"] == pytest.approx(logged, abs=1e-6)
     assert formats["onnx fp32"]["acc"]["synthetic"] == formats["pytorch fp32"]["acc"]["synthetic"]
     cosine = {name: f["cosine to fp32"]["synthetic"] for name, f in formats.items()}
-    assert cosine["pytorch fp32"] == pytest.approx(1.0) and cosine["onnx fp32"] > 0.99999
+    assert cosine["onnx fp32"] > 0.99999
     assert cosine["onnx fp16"] > 0.999 and 0.9 < cosine["onnx int8"] < cosine["onnx fp16"]
     assert all(f["latency ms"] > 0 for f in formats.values())
-    written = json.loads((out / "export.json").read_text())
-    assert written["formats"]["onnx int8"]["acc"] == formats["onnx int8"]["acc"]
+    assert json.loads((out / "export.json").read_text())["formats"]["onnx int8"]["size MB"] > 0
 
     # pocketnet-eval of each graph: the run's sets (found from the export folder), the same
     # figures; the practical metrics (of a PyTorch model) are refused by name
@@ -162,6 +161,27 @@ def test_int8_needs_a_run_to_calibrate_on(teacher_run, tmp_path):
     ]
     with pytest.raises(SetupError, match="export.int8=true calibrates on the run's training"):
         export_checkpoint(compose_run(tmp_path, bare, "export", "e2"))
+
+
+def test_a_foreign_or_broken_onnx_file_is_refused_by_name(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    foreign = tmp_path / "w600k.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(1, 3, 8, 8),),
+        str(foreign),
+        dynamo=False,
+        input_names=["data"],
+        output_names=["fc1"],
+    )
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a graph")
+    for path, message in (
+        (foreign, "a pocketnet-export graph expected"),
+        (broken, "ONNX Runtime cannot load it"),
+    ):
+        with pytest.raises(SetupError, match=message):
+            _eval(tmp_path, [f"ckpt_path={path}", "eval.practical=false"], path.stem)
 
 
 def test_template_evaluation_on_lfw_dev_templates(teacher_run, tmp_path, capsys):

@@ -484,8 +484,9 @@ class EvalAppConfig:
 class ExportConfig:
     onnx: bool = MISSING
     opset: int = MISSING
-    fp16: bool = MISSING  # also backbone_fp16.pth (and backbone_fp16.onnx with onnx)
+    fp16: bool = MISSING  # also backbone_fp16.pth
     int8: bool = MISSING  # backbone_int8.onnx: static int8, calibrated on the run's faces
+    fp16_onnx: bool = MISSING  # backbone_fp16.onnx
     calibration_images: int = MISSING
     check_batches: list[int] = MISSING
     tolerance: float = MISSING  # max |ONNX Runtime - PyTorch|, L2-normalised embeddings

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,12 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load(cfg)
+    onnx_graph = not isinstance(loaded.backbone, torch.nn.Module)  # run on the CPU
+    if onnx_graph and cfg.eval.practical:
+        raise SetupError(
+            f"{loaded.source} is an ONNX graph: the practical metrics measure the PyTorch "
+            "model (pocketnet-export times every format); set eval.practical=false"
+        )
     try:
         sets = _sets(cfg, loaded)
     except (ValueError, OSError) as err:
@@ -187,12 +194,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     run_color = loaded.run_config.data.color if loaded.run_config is not None else "rgb"
     color = Color(cfg.eval.color or run_color).value
     transform = FaceBatchTransform(color, loaded.input_size)
-    if not isinstance(loaded.backbone, torch.nn.Module):  # an ONNX graph, on the CPU
-        if cfg.eval.practical:
-            raise SetupError(
-                f"{loaded.source} is an ONNX graph: the practical metrics measure the PyTorch "
-                "model (pocketnet-export times every format); set eval.practical=false"
-            )
+    if onnx_graph:
         device, model = torch.device("cpu"), loaded.backbone
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -234,7 +236,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _export_formats(
-    cfg: DictConfig, loaded: LoadedModel, out: Path, report: dict[str, Any]
+    cfg: DictConfig,
+    loaded: LoadedModel,
+    out: Path,
+    report: dict[str, Any],
+    calibration: np.ndarray | None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Write the ONNX formats ``export`` asks for; each format's backbone and its figures so
     far (file, size, parity on normalised embeddings)."""
@@ -246,38 +252,39 @@ def _export_formats(
         figures[name] = {"file": path.name, "size MB": file_size_mb(path)}
         if tolerance is not None:
             parity = onnx_parity(loaded.backbone, path, size, list(e.check_batches))
-            figures[name]["max abs diff"] = {str(b): d for b, d in parity.items()}
-            figures[name]["parity ok"] = max(parity.values()) <= tolerance
+            figures[name]["max abs diff"] = {
+                str(b): d if math.isfinite(d) else None for b, d in parity.items()
+            }
+            figures[name]["parity ok"] = all(d <= tolerance for d in parity.values())  # NaN: no
         models[name] = OnnxBackbone(path, threads)
 
     onnx_path = export_onnx(loaded.backbone, size, out / "backbone.onnx", e.opset)
     add("onnx fp32", onnx_path, e.tolerance)
     report["size onnx MB"] = figures["onnx fp32"]["size MB"]
     report["max abs diff"] = figures["onnx fp32"]["max abs diff"]
-    if e.fp16:
+    if e.fp16_onnx:
         half = export_onnx(loaded.backbone, size, out / "backbone_fp16.onnx", e.opset, torch.half)
         add("onnx fp16", half, e.fp16_tolerance)
-    if e.int8:
-        images = calibration_images(loaded.run_config.data, size, e.calibration_images)
-        add("onnx int8", quantize_int8(onnx_path, out / "backbone_int8.onnx", images), None)
-        figures["onnx int8"]["calibration images"] = len(images)
+    if calibration is not None:
+        add("onnx int8", quantize_int8(onnx_path, out / "backbone_int8.onnx", calibration), None)
+        figures["onnx int8"]["calibration images"] = len(calibration)
     return models, figures
 
 
 def _judge_formats(
     cfg: DictConfig,
     loaded: LoadedModel,
+    sets: list[VerificationSet],
     models: dict[str, Any],
     figures: dict[str, dict[str, Any]],
 ) -> None:
     """Each format's verification accuracy on the run's sets, the mean cosine of its
     embeddings to PyTorch fp32's there, and its batch-1 CPU latency (the formats in turns),
     into ``figures``."""
-    e = cfg.export
-    if e.accuracy and loaded.run_config is not None:
+    if sets:
         data = loaded.run_config.data
         transform = FaceBatchTransform(Color(data.color).value, loaded.input_size)
-        for vset in SOURCES[data.name](data)[2]:
+        for vset in sets:
             reference = None
             for name, model in models.items():
                 embeddings = embed_set(model, vset.dataset, transform, 64, torch.device("cpu"))
@@ -286,7 +293,7 @@ def _judge_formats(
                 reference = embeddings if reference is None else reference  # pytorch fp32's
                 cosine = torch.nn.functional.cosine_similarity(embeddings, reference).mean()
                 figures[name].setdefault("cosine to fp32", {})[vset.name] = float(cosine)
-    if e.latency:
+    if cfg.export.latency:
         for name, ms in side_by_side_latency(models, loaded.input_size).items():
             figures[name]["latency ms"] = ms
 
@@ -308,6 +315,20 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             f"export.int8=true calibrates on the run's training faces, and {loaded.source} "
             "carries no run config: export a run's checkpoint (checkpoints/*.ckpt)"
         )
+    # the run's data before any file is written (a missing data folder loses nothing)
+    sets, calibration = [], None
+    if e.onnx and (e.int8 or e.accuracy) and loaded.run_config is not None:
+        data = loaded.run_config.data
+        try:
+            train_set, _, run_sets = SOURCES[data.name](data)
+            sets = run_sets if e.accuracy else []
+            if e.int8:
+                color = Color(data.color).value
+                calibration = calibration_images(
+                    train_set, color, loaded.input_size, e.calibration_images
+                )
+        except (ValueError, OSError) as err:
+            raise SetupError(f"the run's data (data.name={data.name}): {err}") from err
     report: dict[str, Any] = {
         "checkpoint": loaded.source,
         "model": loaded.name,
@@ -323,9 +344,9 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
             save_backbone(loaded.backbone, out / "backbone_fp16.pth", half=True)
         )
     if e.onnx:
-        models, figures = _export_formats(cfg, loaded, out, report)
+        models, figures = _export_formats(cfg, loaded, out, report, calibration)
         figures["pytorch fp32"]["size MB"] = report["size fp32 MB"]
-        _judge_formats(cfg, loaded, models, figures)
+        _judge_formats(cfg, loaded, sets, models, figures)
         report["formats"] = figures
         report["parity ok"] = all(f.get("parity ok", True) for f in figures.values())
     (out / "export.json").write_text(json.dumps(report, indent=1))
@@ -350,7 +371,8 @@ def _format_rows(report: dict[str, Any], e: DictConfig) -> list[dict[str, Any]]:
     for name, f in report["formats"].items():
         row: dict[str, Any] = {"model": name, "file": f["file"], "size MB": f.get("size MB")}
         if "max abs diff" in f:
-            worst = max(f["max abs diff"].values())
+            diffs = [d if d is not None else math.nan for d in f["max abs diff"].values()]
+            worst = math.nan if any(map(math.isnan, diffs)) else max(diffs)
             row["max abs diff"] = f"{worst:.1e} ({'ok' if f['parity ok'] else 'FAILED'})"
         if "latency ms" in f:
             row["CPU ms (batch 1)"] = f["latency ms"]

@@ -81,19 +81,44 @@ def _from_lightning(payload: dict[str, Any], path: Path) -> LoadedModel:
 
 
 def _from_onnx(path: Path, input_size: int | None) -> LoadedModel:
+    from pocketnet.evaluation.export import INPUT_NAME, OUTPUT_NAME
     from pocketnet.evaluation.formats import OnnxBackbone
 
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such ONNX file")
-    model = OnnxBackbone(path, torch.get_num_threads())
-    shape = model.session.get_inputs()[0].shape  # [N, 3, H, W]
-    if len(shape) != 4 or not isinstance(shape[2], int):
-        raise ValueError(f"{path}: an ONNX graph of (N, 3, H, W) images expected, got {shape}")
-    if input_size is not None and input_size != shape[2]:
-        raise ValueError(f"input_size={input_size} but {path} takes {shape[2]} px images")
-    run = path.parents[2] / "config.yaml" if len(path.parents) > 2 else None
-    config = OmegaConf.load(run) if run is not None and run.is_file() else None
-    return LoadedModel(model, int(shape[2]), path.stem, str(path), config)
+    try:
+        model = OnnxBackbone(path, torch.get_num_threads())
+    except Exception as err:  # ONNX Runtime's own error types (a damaged or foreign file)
+        raise ValueError(f"ckpt_path={path}: ONNX Runtime cannot load it ({err})") from err
+    (graph_input, *more), outputs = model.session.get_inputs(), model.session.get_outputs()
+    shape = graph_input.shape  # [N, 3, H, W]
+    if (
+        more
+        or graph_input.name != INPUT_NAME
+        or OUTPUT_NAME not in [o.name for o in outputs]
+        or graph_input.type not in ("tensor(float)", "tensor(float16)")
+        or len(shape) != 4
+        or shape[1] != 3
+        or not isinstance(shape[2], int)
+        or shape[2] != shape[3]
+    ):
+        raise ValueError(
+            f"{path}: a pocketnet-export graph expected (input '{INPUT_NAME}' (N, 3, H, H) "
+            f"float32 or float16, output '{OUTPUT_NAME}'), got input {graph_input.name!r} "
+            f"{graph_input.type} {shape} and outputs {[o.name for o in outputs]}"
+        )
+    size = int(shape[2])
+    if input_size is not None and input_size != size:
+        raise ValueError(f"input_size={input_size} but {path} takes {size} px images")
+    # an export of a run's checkpoint lies in <run>/export/<time>/: the run's sets and colours
+    folder = path.resolve().parent.parent
+    run_config = None
+    if folder.name == "export" and (folder.parent / "config.yaml").is_file():
+        run_config = OmegaConf.load(folder.parent / "config.yaml")
+        stage = STAGES.get(run_config.stage.name)
+        if stage.input_size(run_config) != size:
+            run_config = None  # not this run's model
+    return LoadedModel(model, size, path.stem, str(path), run_config)
 
 
 def load_model(

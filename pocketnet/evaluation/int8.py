@@ -1,5 +1,5 @@
 """Static int8 ONNX (ONNX Runtime quantization): weights int8 per output channel, activations
-uint8 with ranges calibrated (min-max) on training faces, in QDQ format (QuantizeLinear /
+int8 with ranges calibrated (min-max) on training faces, in QDQ format (QuantizeLinear /
 DequantizeLinear pairs around each quantised operator, which ONNX Runtime fuses into int8
 kernels). Normalisation layers stay in float: a 1-d BatchNorm after the embedding's linear layer
 has no channel axis to quantise per channel.
@@ -8,28 +8,27 @@ has no channel axis to quantise per channel.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from pocketnet.config.schema import Color
-from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.evaluation.export import INPUT_NAME, onnxruntime, write_atomic
 
 __all__ = ["calibration_images", "quantize_int8"]
 
 
-def calibration_images(data: Any, input_size: int, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` training images of the run's ``data`` config (drawn at random by ``seed``), as
-    the model sees them: (count, 3, input_size, input_size) float32 in [-1, 1]."""
+def calibration_images(
+    train_set: Dataset, color: str, input_size: int, count: int, seed: int = 0
+) -> np.ndarray:
+    """``count`` images of a run's training set (drawn at random by ``seed``) as the model sees
+    them in validation (its ``color`` order, resized to ``input_size``, no flip or
+    augmentation): (count, 3, input_size, input_size) float32 in [-1, 1]."""
     if count < 1:
         raise ValueError(f"export.calibration_images must be >= 1, got {count}")
-    train_set, _, _ = SOURCES[data.name](data)
     pick = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:count]
-    transform = FaceBatchTransform(Color(data.color).value, input_size)
+    transform = FaceBatchTransform(color, input_size)
     loader = DataLoader(Subset(train_set, pick.tolist()), batch_size=64, collate_fn=lambda b: b)
     with torch.inference_mode():
         return torch.cat([transform(images) for images, *_ in loader]).numpy()
@@ -67,7 +66,7 @@ def quantize_int8(
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=[op for op in QDQRegistry if "Normalization" not in op],
                 per_channel=True,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QInt8,  # S8S8: ONNX Runtime's choice for x86
                 weight_type=QuantType.QInt8,
             )
         finally:
