@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from pocketnet.evaluation.export import (
     onnxruntime,
     ort_session,
 )
+from pocketnet.evaluation.formats import interleaved_ms
 from pocketnet.evaluation.int8 import quantize_int8
 
 
@@ -58,26 +58,6 @@ def calibrate_bn(model: nn.Module, size: int, batch: int = 16) -> None:
     with torch.no_grad():
         model.train()(torch.rand(batch, 3, size, size) * 2 - 1)
     model.eval()
-
-
-def interleaved_ms(
-    runs: dict[str, Callable[[], object]], warmup: int, rounds: int, reps: int
-) -> dict[str, list[float]]:
-    """Milliseconds per call of each runner, timed in alternating blocks (see module doc)."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    names = list(runs)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            run = runs[name]
-            run()
-            for _ in range(reps):
-                start = time.perf_counter()
-                run()
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def main() -> None:

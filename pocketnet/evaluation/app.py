@@ -350,7 +350,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         report["formats"] = figures
         report["parity ok"] = all(f.get("parity ok", True) for f in figures.values())
     (out / "export.json").write_text(json.dumps(report, indent=1))
-    print_results(f"export of {loaded.source} -> {out}", _format_rows(report, e))
+    print_results(f"export of {loaded.source} -> {out}", _format_rows(report))
     if report.get("parity ok") is False:
         failed = [n for n, f in report["formats"].items() if f.get("parity ok") is False]
         log.error("ONNX differs from PyTorch beyond its tolerance: %s", ", ".join(failed))
@@ -362,7 +362,7 @@ def export_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
-def _format_rows(report: dict[str, Any], e: DictConfig) -> list[dict[str, Any]]:
+def _format_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per format: file, size, parity, latency (and its ratio to fp32 ONNX), accuracy."""
     if "formats" not in report:
         return [{k: v for k, v in report.items() if not isinstance(v, dict | bool)}]

@@ -13,7 +13,7 @@ import torch
 
 from pocketnet.evaluation.export import INPUT_NAME, OUTPUT_NAME, onnxruntime, ort_session
 
-__all__ = ["OnnxBackbone", "side_by_side_latency"]
+__all__ = ["OnnxBackbone", "interleaved_ms", "side_by_side_latency"]
 
 
 class OnnxBackbone:
@@ -37,22 +37,34 @@ class OnnxBackbone:
         return torch.from_numpy(out.astype(np.float32))
 
 
+def interleaved_ms(
+    runs: dict[str, Callable[[], object]], warmup: int = 5, rounds: int = 5, reps: int = 10
+) -> dict[str, list[float]]:
+    """Milliseconds of each call of each runner: ``warmup`` calls each, then ``rounds`` rounds
+    in which every runner makes ``reps`` timed calls, the order reversed every other round so
+    that drifts in the machine's load hit all alike; each block starts with one untimed call
+    (the hand-over between thread pools)."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            run = runs[name]
+            run()
+            for _ in range(reps):
+                start = time.perf_counter()
+                run()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
 def side_by_side_latency(
-    models: dict[str, Callable[[torch.Tensor], torch.Tensor]],
-    input_size: int,
-    rounds: int = 5,
-    runs: int = 10,
+    models: dict[str, Callable[[torch.Tensor], torch.Tensor]], input_size: int
 ) -> dict[str, float]:
-    """Median milliseconds of one batch-1 forward of each model (zeros), timed ``runs`` times
-    a round, the models taking turns for ``rounds`` rounds after one warm-up round."""
+    """Median milliseconds of one batch-1 forward (zeros) of each model, timed in turns."""
     x = torch.zeros(1, 3, input_size, input_size)
-    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for round_ in range(rounds + 1):
-            for name, model in models.items():
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    model(x)
-                    if round_:  # the first round warms up
-                        times[name].append((time.perf_counter() - start) * 1e3)
+        times = interleaved_ms({name: (lambda m=m: m(x)) for name, m in models.items()})
     return {name: float(np.median(t)) for name, t in times.items()}

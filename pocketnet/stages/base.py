@@ -58,10 +58,6 @@ def config_node(node: Any) -> Any:
     return OmegaConf.create(node) if isinstance(node, dict) else node
 
 
-def _same_shape(value: Any, like: torch.Tensor) -> bool:
-    return isinstance(value, torch.Tensor) and value.shape == like.shape
-
-
 class FaceModule(L.LightningModule):
     """Backbone + margin head with verification validation; subclasses define the step.
     ``backbone`` and ``head`` are built parts, or their :meth:`save_rebuild_spec` entries."""
@@ -122,8 +118,8 @@ class FaceModule(L.LightningModule):
         sharded: each process's own norm would scale the shared backbone's gradients
         differently on each process, and the processes' backbones would drift apart."""
         head = self.sharded_head
-        algorithm = str(getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm))
-        if head is None or not gradient_clip_val or algorithm not in ("norm", "None"):
+        algorithm = getattr(gradient_clip_algorithm, "value", gradient_clip_algorithm)
+        if head is None or not gradient_clip_val or algorithm == "value":  # the same everywhere
             super().clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -158,7 +154,7 @@ class FaceModule(L.LightningModule):
         checkpoint["state_dict"]["head.weight"] = head.gather_centres()
         for states, i in self._centre_states(checkpoint):
             states[i] = {  # a new dict: the saved one is the optimiser's own
-                k: head.gather_rows(v) if _same_shape(v, head.weight) else v
+                k: head.gather_rows(v) if torch.is_tensor(v) and v.shape == head.weight.shape else v
                 for k, v in states[i].items()
             }
 
