@@ -55,7 +55,9 @@ class StudentModule(FaceModule):
         super().__init__(backbone, head, optimizer, scheduler, val_sets)
         if method is None:  # loaded for inference or evaluation: the student without KD
             none = OmegaConf.create({"name": "none"})
-            setup = KDSetup(none, self.backbone, None, None, self.head.weight.shape[0], 1)
+            setup = KDSetup(
+                none, self.backbone, None, None, self.head.weight.shape[0], 1, self.head
+            )
             method = KD_METHODS.get("none")(setup)
         self.kd = method  # its modules (a projection, a discriminator) are submodules
         object.__setattr__(self, "teacher", teacher)  # not a submodule (see module docstring)
@@ -179,7 +181,7 @@ class StudentStage(TrainingStage):
             fresh = transfer_weights(backbone, teacher.backbone)
             log.info("knowledge transfer from %s (kept fresh: %s)", teacher.source, fresh or "none")
         setup = KDSetup(
-            cfg.kd, backbone, teacher, spec, datamodule.num_classes, cfg.trainer.max_epochs
+            cfg.kd, backbone, teacher, spec, datamodule.num_classes, cfg.trainer.max_epochs, head
         )
         method = method_cls(setup)
         cache = None

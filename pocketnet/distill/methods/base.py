@@ -25,7 +25,8 @@ __all__ = ["KD_METHODS", "Adversary", "KDContext", "KDMethod", "KDSetup"]
 class KDSetup:
     """What a KD method is built from: its config (the ``kd`` group), the student backbone, the
     frozen teacher (None when none is configured), where the teacher came from
-    (``stage.teacher``), the number of training identities and the planned epochs."""
+    (``stage.teacher``), the number of training identities, the planned epochs and the
+    student's margin head."""
 
     cfg: Any
     student: FaceNet
@@ -33,6 +34,7 @@ class KDSetup:
     teacher_spec: Any
     num_classes: int
     max_epochs: int
+    head: MarginHead | None = None
 
 
 @dataclass
