@@ -218,7 +218,8 @@ def test_version_help_and_resolved_config(monkeypatch, capsys, tmp_path):
     code, out = _cli(monkeypatch, capsys, "--help")
     groups = out.split("== Config groups (group=option) ==")[1].split("== Config")[0]
     assert "schema" not in groups
-    assert "kd                         adversarial, embedding, multi_step, none, rkd" in groups
+    kd_options = "adadistill, adversarial, ekd, embedding, multi_step, none, rkd"
+    assert f"kd                         {kd_options}" in groups
     assert "optimizer@stage.optimizer  adamw, sgd" in groups
     code, out = _cli(monkeypatch, capsys, "--help", main="eval_main")
     assert "conf/eval.yaml" in out and "\nkd " not in out

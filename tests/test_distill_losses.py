@@ -10,16 +10,19 @@ from omegaconf import OmegaConf
 from pocketnet.config.compose import CONF_DIR
 from pocketnet.distill.hooks import FeatureHook
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDSetup
+from pocketnet.distill.methods.adadistill import AdaDistill, adaptive_centre_update
 from pocketnet.distill.methods.adversarial import (
     EmbeddingDiscriminator,
     FeatureMapDiscriminator,
     adversarial_loss,
 )
+from pocketnet.distill.methods.ekd import EKD, pair_similarities
 from pocketnet.distill.methods.embedding import embedding_kd
 from pocketnet.distill.methods.rkd import RKD, pairwise_distances, rkd_angle, rkd_distance
 from pocketnet.distill.methods.soft_target import soft_target_kd
 from pocketnet.distill.teacher import FrozenTeacher
 from pocketnet.models.factory import backbone_from_config
+from pocketnet.models.heads import MarginHead
 
 
 def test_embedding_kd_is_weighted_mse_of_normalised_embeddings():
@@ -139,9 +142,142 @@ def test_rkd_terms_are_weighted_and_differentiable_with_repeated_samples():
     assert torch.isfinite(student.grad).all()
 
 
+def test_adadistill_centre_update_by_hand():
+    centres = torch.tensor([[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]])
+    student = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 1.0]])
+    teacher = torch.tensor([[0.6, 0.8], [3.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 1, 1])
+    alpha = adaptive_centre_update(centres, student, teacher, labels)
+    # class 0: cos(s, t) = 0.8, cos(w, t) = 0.6: alpha 0.48, w = 0.48 (1, 0) + 0.52 (0.6, 0.8)
+    # class 1, twice: cos(w, t) = 0 (clamped to 1e-6), then 1 with cos(s, t) = 1 (alpha 1: kept)
+    assert alpha.tolist() == pytest.approx([0.48, 1e-6, 1.0], rel=1e-5)
+    assert centres[0].tolist() == pytest.approx([0.792, 0.416], rel=1e-6)
+    # the mean of the two updates: (1e-6 (0, 2) + (1 - 1e-6) (1, 0) + (0, 2)) / 2
+    assert centres[1].tolist() == pytest.approx([(1 - 1e-6) / 2, 1 + 1e-6], rel=1e-6)
+    assert centres[2].tolist() == [5.0, 5.0]  # no sample of it: untouched
+    # a student pointing away from its teacher: alpha clamps at 1e-6 (the centre jumps to t)
+    far = adaptive_centre_update(centres, -teacher[:1], teacher[:1], labels[:1])
+    assert far.item() == pytest.approx(1e-6) and centres[0].tolist() == pytest.approx([0.6, 0.8])
+
+
+class _Embedder(torch.nn.Linear):
+    def __init__(self, size: int):
+        super().__init__(size, size, bias=False)
+        self.embedding_size = size
+
+
+def _adadistill(centres: str, head: MarginHead, teacher_head: MarginHead | None = None):
+    cfg = OmegaConf.create({"name": "adadistill", "centres": centres, "cache": False})
+    teacher = FrozenTeacher(_Embedder(2), teacher_head, 32, "bank/epoch001.pt")
+    setup = KDSetup(cfg, _Embedder(2), teacher, None, 3, 1, head)
+    return AdaDistill(setup), teacher
+
+
+def test_adadistill_trains_the_student_against_the_teachers_centres():
+    torch.manual_seed(0)
+    head = MarginHead(2, 3, s=10.0, m1=1.0, m2=0.0, m3=0.35)  # CosFace: AdaCosDistill
+    method, teacher = _adadistill("adaptive", head)
+    assert not head.weight.requires_grad  # outside the optimiser
+    student = torch.tensor([[0.0, 1.0], [2.0, 0.0]], requires_grad=True)
+    batch = type("Batch", (), {"labels": torch.tensor([0, 2])})()
+    ctx = KDContext(batch, student, torch.tensor(9.0), head, teacher)
+    ctx.memo["teacher"] = torch.tensor([[0.6, 0.8], [1.0, 0.0]])
+    expected_centres = head.weight.detach().clone()
+    adaptive_centre_update(expected_centres, student, ctx.memo["teacher"], batch.labels)
+    terms = method.terms(ctx)
+    assert set(terms) == {"loss_margin"}  # the head's margin loss, not ctx.margin's 9.0
+    assert torch.equal(head.weight, expected_centres)
+    expected = MarginHead(2, 3, s=10.0, m1=1.0, m2=0.0, m3=0.35)
+    expected.weight.data.copy_(expected_centres)
+    assert terms["loss_margin"].item() == pytest.approx(expected.loss(student, batch.labels).item())
+    terms["loss_margin"].backward()
+    assert student.grad.abs().sum() > 0 and head.weight.grad is None
+
+
+def test_adadistill_teacher_centres_and_set_up_errors():
+    head, teacher_head = MarginHead(2, 3), MarginHead(2, 3)
+    _adadistill("teacher", head, teacher_head)
+    assert torch.equal(head.weight, teacher_head.weight)  # ArcDistill: fixed teacher centres
+    with pytest.raises(ValueError, match="the teacher bank/epoch001.pt is a bare backbone"):
+        _adadistill("teacher", MarginHead(2, 3))
+    with pytest.raises(ValueError, match="trained on 4 identities, the data has 3"):
+        _adadistill("teacher", MarginHead(2, 3), MarginHead(2, 4))
+    with pytest.raises(ValueError, match="kd.centres='mean' is not known; valid: adaptive"):
+        _adadistill("mean", MarginHead(2, 3))
+    with pytest.raises(ValueError, match="head=softmax has none"):
+        _adadistill("adaptive", MarginHead(2, 3, normalize=False))
+    cfg = OmegaConf.create({"name": "adadistill", "centres": "adaptive", "cache": False})
+    teacher = FrozenTeacher(_Embedder(4), None, 32, "t.pt")
+    with pytest.raises(ValueError, match="backbone.embedding_size=4"):
+        AdaDistill(KDSetup(cfg, _Embedder(2), teacher, None, 3, 1, MarginHead(2, 3)))
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_ekd_ranks_pairs_among_each_models_fpr_anchors_by_hand():
+    student = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.6, -0.8]])
+    teacher = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, -0.8], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 2])  # one positive pair, (0, 1)
+    pos, neg = pair_similarities(3 * student, labels)  # pairs (0,2) (0,3) (1,2) (1,3) (2,3)
+    assert pos.tolist() == pytest.approx([0.6])
+    assert neg.tolist() == pytest.approx([0.0, -0.6, 0.8, -1.0, -0.8])
+    cfg = OmegaConf.create(
+        {
+            "name": "ekd",
+            "pos_weight": 2.0,
+            "neg_weight": 3.0,
+            "topk": 2,
+            "temperature": 0.1,
+            "fprs": [0.2, 0.6],
+            "momentum": 1.0,
+            "cache": False,
+        }
+    )
+    teacher_net = FrozenTeacher(torch.nn.Identity(), None, 32, "t.pt")
+    method = EKD(KDSetup(cfg, None, teacher_net, None, num_classes=3, max_epochs=1))
+    ctx = KDContext(
+        type("B", (), {"labels": labels})(), student.requires_grad_(), torch.tensor(1.0), None, None
+    )
+    ctx.memo["teacher"] = teacher
+    terms = method.terms(ctx)
+    # anchors: the negatives passed by 20% and 60% of them (sorted: index 1 and 3)
+    assert method.student_anchors.tolist() == pytest.approx([0.0, -0.8])
+    assert method.teacher_anchors.tolist() == pytest.approx([0.6, 0.0])  # t negatives .6 0 0 .6 -.8
+    pos_s, pos_t = (
+        _sig(6) + _sig(14),
+        _sig(2) + _sig(8),
+    )  # 0.6 vs the student's, 0.8 vs the teacher's
+    assert terms["loss_ekd_pos"].item() == pytest.approx(2.0 * (pos_s - pos_t) ** 2, rel=1e-5)
+    # the student's two hardest negatives: (1,2) at 0.8 (teacher 0) and (0,2) at 0 (teacher 0.6)
+    a = (_sig(8) + _sig(16)) - (_sig(-6) + _sig(0))
+    b = (_sig(0) + _sig(8)) - (_sig(0) + _sig(6))
+    assert terms["loss_ekd_neg"].item() == pytest.approx(3.0 * (a * a + b * b) / 2, rel=1e-5)
+    assert terms["loss_margin"].item() == 1.0
+    sum(terms.values()).backward()
+    assert torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
+    # a batch without a positive pair: a zero positive term
+    ctx = KDContext(
+        type("B", (), {"labels": torch.arange(4)})(), student, torch.tensor(1.0), None, None
+    )
+    ctx.memo["teacher"] = teacher
+    assert method.terms(ctx)["loss_ekd_pos"].item() == 0.0
+
+
 def test_every_kd_yaml_is_a_registered_method_and_back():
     yamls = sorted(p.stem for p in (CONF_DIR / "kd").glob("*.yaml"))
     assert yamls == KD_METHODS.names()
-    assert {"none", "embedding", "multi_step", "soft_target", "adversarial", "rkd"} <= set(yamls)
-    with pytest.raises(ValueError, match=r"kd.name='hinton' is not known; valid: adversarial"):
+    assert {
+        "none",
+        "embedding",
+        "multi_step",
+        "soft_target",
+        "adversarial",
+        "rkd",
+        "adadistill",
+    } <= set(yamls)
+    with pytest.raises(
+        ValueError, match=r"kd.name='hinton' is not known; valid: adadistill, adversarial, ekd"
+    ):
         KD_METHODS.get("hinton")
