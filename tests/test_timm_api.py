@@ -2,6 +2,9 @@
 num_features, reset_classifier, and features_only with feature_info, which gives the same maps
 as the KD feature taps."""
 
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -53,3 +56,10 @@ def test_timm_kind_backbones_share_the_api():
         assert torch.equal(model.forward_head(model.forward_features(x)), model(x))
     assert model.num_features == 64
     assert [f["num_chs"] for f in model.feature_info] == [16, 32, 64, 128]
+
+
+def test_a_net_module_imported_first_registers_every_net():
+    # edgeface imports timm, whose import registers the nets, edgeface among them
+    code = "import pocketnet.models.edgeface, timm; print(timm.is_model('mixfacenet_xs'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

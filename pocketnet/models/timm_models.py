@@ -1,5 +1,7 @@
 """Register the face backbones with timm: insightface ``iresnet18/50/100`` and ``mobilefacenet``,
-and the PocketNet presets ``pocketnet_{s,m}_{128,256}``. ``import pocketnet`` does this.
+the PocketNet presets ``pocketnet_{s,m}_{128,256}``, EdgeFace's ``edgeface_xs_gamma_06`` and
+``edgeface_s_gamma_05``, ``ghostfacenet_v1`` (GhostFaceNetV1-1.3-1) and MixFaceNets'
+``mixfacenet_xs`` and ``mixfacenet_s``. ``import pocketnet`` does this.
 
 ``timm.create_model("iresnet50", embedding_size=512, checkpoint_path="backbone.pth")`` builds the
 model and loads an insightface ``backbone.pth`` (a plain state_dict; timm also unwraps
@@ -21,7 +23,8 @@ entrypoint. Here:
   head does the classes;
 - model kwargs: ``embedding_size``, ``input_size``; iresnet also ``dropout``; PocketNet also
   ``genotype``, ``C``, ``n_cells`` (the name only sets defaults: ``pocketnet_s_128`` with
-  ``embedding_size=256`` is exactly ``pocketnet_s_256``); anything else raises TypeError.
+  ``embedding_size=256`` is exactly ``pocketnet_s_256``); MixFaceNet also ``shuffle``
+  (ShuffleMixFaceNet); anything else raises TypeError.
 
 Name clashes: timm 1.0.31 has no model by these names. Should timm (or another module) register
 one of them first, importing this module raises RuntimeError instead of overwriting it.
@@ -38,7 +41,10 @@ from timm.models import model_entrypoint, register_model
 from timm.models._features import FeatureHookNet
 from torch import nn
 
+from pocketnet.models.edgeface import EDGEFACE_VARIANTS, EdgeFace
+from pocketnet.models.ghostfacenet import GhostFaceNet
 from pocketnet.models.iresnet import IRESNET_LAYERS, IResNet
+from pocketnet.models.mixfacenet import MIXFACENET_VARIANTS, MixFaceNet
 from pocketnet.models.mobilefacenet import MobileFaceNet
 from pocketnet.models.pocketnet.network import PRESETS, build_pocketnet
 
@@ -127,6 +133,15 @@ _ENTRYPOINTS: list[tuple[str, Callable[..., nn.Module], str]] = [
     *(
         (name, partial(build_pocketnet, name), f"PocketNet preset {name} ({preset}).")
         for name, preset in PRESETS.items()
+    ),
+    *(
+        (name, partial(EdgeFace, name), f"EdgeFace {name} ({trunk}, low-rank ratio {gamma}).")
+        for name, (trunk, gamma) in EDGEFACE_VARIANTS.items()
+    ),
+    ("ghostfacenet_v1", GhostFaceNet, "GhostFaceNetV1-1.3-1 (width 1.3, stem stride 1)."),
+    *(
+        (name, partial(MixFaceNet, name), f"MixFaceNet {name} (width {width}, GDC {gdc}).")
+        for name, (width, gdc) in MIXFACENET_VARIANTS.items()
     ),
 ]
 for _name, _build, _doc in _ENTRYPOINTS:  # reached through timm.create_model(name)
