@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pocketnet.config.compose import CONF_DIR
+from pocketnet.config.compose import CONF_DIR, compose
 from pocketnet.distill.hooks import FeatureHook
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDSetup
 from pocketnet.distill.methods.adadistill import AdaDistill, adaptive_centre_update
@@ -202,10 +202,6 @@ def test_adadistill_teacher_centres_and_set_up_errors():
         _adadistill("teacher", MarginHead(2, 3))
     with pytest.raises(ValueError, match="trained on 4 identities, the data has 3"):
         _adadistill("teacher", MarginHead(2, 3), MarginHead(2, 4))
-    with pytest.raises(ValueError, match="kd.centres='mean' is not known; valid: adaptive"):
-        _adadistill("mean", MarginHead(2, 3))
-    with pytest.raises(ValueError, match="head=softmax has none"):
-        _adadistill("adaptive", MarginHead(2, 3, normalize=False))
     cfg = OmegaConf.create({"name": "adadistill", "centres": "adaptive", "cache": False})
     teacher = FrozenTeacher(_Embedder(4), None, 32, "t.pt")
     with pytest.raises(ValueError, match="backbone.embedding_size=4"):
@@ -263,6 +259,56 @@ def test_ekd_ranks_pairs_among_each_models_fpr_anchors_by_hand():
     )
     ctx.memo["teacher"] = teacher
     assert method.terms(ctx)["loss_ekd_pos"].item() == 0.0
+
+
+def _adadistill_rank(rank: int, world: int, init: str, outs: list[str], sizes: list[int]) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)
+    head = MarginHead(2, 3)
+    method, _ = _adadistill("adaptive", head)
+    student, teacher, labels = _uneven_batches(sizes)[rank]
+    ctx = KDContext(type("B", (), {"labels": labels})(), student, None, head, None)
+    ctx.memo["teacher"] = teacher
+    method.terms(ctx)
+    torch.save(head.weight.detach(), outs[rank])
+    torch.distributed.destroy_process_group()
+
+
+def _uneven_batches(sizes: list[int]) -> list[tuple[torch.Tensor, ...]]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        (torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g), torch.arange(n) % 3)
+        for n in sizes
+    ]
+
+
+def test_adadistill_processes_update_alike_from_the_global_batch_of_uneven_sizes(tmp_path):
+    sizes = [4, 2]  # data.skip_corrupt=true can shorten one process's batch
+    outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]
+    init = f"file://{tmp_path / 'store'}"
+    torch.multiprocessing.spawn(_adadistill_rank, args=(2, init, outs, sizes), nprocs=2, join=True)
+    torch.manual_seed(0)
+    centres = MarginHead(2, 3).weight.detach().clone()
+    batches = _uneven_batches(sizes)
+    adaptive_centre_update(centres, *(torch.cat(parts) for parts in zip(*batches, strict=True)))
+    for out in outs:  # each process: the one-process update of the whole global batch
+        torch.testing.assert_close(torch.load(out, weights_only=True), centres)
+
+
+@pytest.mark.parametrize(
+    ("override", "error"),
+    [
+        ("kd.centres=mean", "kd.centres='mean' is not known; valid: adaptive, teacher"),
+        ("head=softmax", "head=softmax has none"),
+        ("head.sample_rate=0.5", "head.sample_rate=0.5 .Partial FC. samples them; set head.samp"),
+        ("trainer.precision=bf16-true", "trainer.precision=bf16-true rounds away"),
+    ],
+)
+def test_adadistill_config_checks_come_before_any_training(override, error):
+    cfg = compose(["stage=student", "kd=adadistill", "head=cosface", override])
+    with pytest.raises(ValueError, match=error):
+        AdaDistill.check_config(cfg)
+    AdaDistill.check_config(compose(["stage=student", "kd=adadistill", "head=cosface"]))
 
 
 def test_every_kd_yaml_is_a_registered_method_and_back():

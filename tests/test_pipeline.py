@@ -74,3 +74,10 @@ def test_sub_runs_are_typed_stage_configs_that_share_the_pipeline_settings(tmp_p
 def test_the_pipeline_needs_a_kd_method(tmp_path):
     with pytest.raises(SetupError, match=r"kd=multi_step.*adversarial"):
         run(compose_run(tmp_path, [*FAST, "stage=pipeline"]))
+
+
+def test_a_kd_methods_config_checks_come_before_the_teacher_trains(tmp_path):
+    cfg = compose_run(tmp_path, [*FAST, "stage=pipeline", "kd=adadistill", "head.sample_rate=0.5"])
+    with pytest.raises(SetupError, match="kd=adadistill .* set head.sample_rate=1.0"):
+        run(cfg)
+    assert not (Path(cfg.paths.output_dir) / "teacher").exists()

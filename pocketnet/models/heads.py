@@ -56,7 +56,8 @@ class MarginHead(nn.Module):
         """Cosine between each embedding and each class centre (or each row of ``centres``),
         fp32, clamped."""
         centres = self.weight if centres is None else centres
-        cos = F.linear(F.normalize(embeddings.float()), F.normalize(centres.float()))
+        with torch.autocast(embeddings.device.type, enabled=False):  # fp32 under autocast too
+            cos = F.linear(F.normalize(embeddings.float()), F.normalize(centres.float()))
         return cos.clamp(-1 + self.eps, 1 - self.eps)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:

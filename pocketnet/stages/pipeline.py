@@ -86,11 +86,14 @@ class PipelineStage(Stage):
             )
         if cfg.ckpt_path is not None:
             raise SetupError("ckpt_path resumes one stage; resume a pipeline run stage by stage")
+        subs = pipeline_configs(cfg)
+        try:  # every KD student's config checks, before the teacher trains
+            for sub in subs.values():
+                KD_METHODS.get(sub.kd.name).check_config(sub)
+        except ValueError as err:
+            raise SetupError(str(err)) from None
         write_run_config(cfg, Path(cfg.paths.output_dir))
-        runs = {
-            name: STAGES.get(sub.stage.name)().run(sub)
-            for name, sub in pipeline_configs(cfg).items()
-        }
+        runs = {name: STAGES.get(sub.stage.name)().run(sub) for name, sub in subs.items()}
         kd_run = f"student_{cfg.kd.name}"
         labels = {
             "teacher": _choice("backbone", cfg.backbone.name),

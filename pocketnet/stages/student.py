@@ -123,7 +123,7 @@ class StudentModule(FaceModule):
     def context(self, batch: FaceBatch) -> KDContext:
         """The student's forward pass and margin loss on ``batch``, as the KD method sees them."""
         f_s = self.backbone(batch.student_images)
-        margin = self.margin_loss(f_s, batch.labels)
+        margin = None if self.kd.replaces_margin else self.margin_loss(f_s, batch.labels)
         return KDContext(batch, f_s, margin, self.head, self.teacher, self.cache)
 
     def training_step(self, batch: FaceBatch, batch_idx: int) -> torch.Tensor | None:
@@ -162,6 +162,7 @@ class StudentStage(TrainingStage):
 
     def build(self, cfg: DictConfig, output_dir: Path) -> Parts:
         method_cls = KD_METHODS.get(cfg.kd.name)
+        method_cls.check_config(cfg)
         spec = cfg.stage.teacher
         needed = method_cls.needs_teacher or cfg.stage.init_from_teacher
         given = spec.bank is not None or spec.checkpoint is not None

@@ -17,11 +17,15 @@ The centres live in the student's head (``head.weight``, outside the optimiser),
 and resume carry them and the trained student's head holds them. Where a batch holds a class
 more than once, its new centre is the mean of the samples' updates (**our choice**: the
 reference implementation's indexed assignment keeps one of them, unspecified which). Under DDP
-every process updates with the whole global batch, so the centres stay equal."""
+every process updates with the whole global batch **(our choice**: the reference updates each
+process's centres from its own batch), so the centres stay equal (up to the order of floating
+point sums). The config checks (:meth:`AdaDistill.check_config`) come before any training; a
+pipeline makes them before its teacher trains."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -29,8 +33,6 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 
 from pocketnet.distill.methods.base import KD_METHODS, KDContext, KDMethod, KDSetup
-from pocketnet.models.heads import MarginHead
-from pocketnet.models.partial_fc import PartialFCHead
 
 __all__ = ["AdaDistill", "AdaDistillConfig", "adaptive_centre_update"]
 
@@ -56,23 +58,30 @@ def adaptive_centre_update(
     lam = F.cosine_similarity(old, t).clamp(1e-6, 1.0)
     alpha = (F.cosine_similarity(s, t) * lam).clamp(1e-6, 1.0)
     rows = alpha[:, None] * old + (1 - alpha[:, None]) * t
-    sums = torch.zeros(centres.shape, dtype=rows.dtype, device=rows.device)
-    sums.index_add_(0, labels, rows)
-    counts = torch.bincount(labels, minlength=centres.shape[0])
-    seen = counts > 0
-    centres[seen] = (sums[seen] / counts[seen, None]).to(centres.dtype)
+    classes, which = labels.unique(return_inverse=True)  # the batch's classes only
+    sums = rows.new_zeros(len(classes), rows.shape[1]).index_add_(0, which, rows)
+    counts = torch.bincount(which, minlength=len(classes))
+    centres[classes] = (sums / counts[:, None]).to(centres.dtype)
     return alpha
 
 
 def _global_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Every process's rows of each tensor, in rank order (equal batch sizes; collective)."""
+    """Every process's rows of each tensor, in rank order (collective). Batches may differ in
+    size (``data.skip_corrupt`` drops samples): each is padded to the largest, then trimmed."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensors
+    world = dist.get_world_size()
+    n = torch.tensor([len(tensors[0])], device=tensors[0].device)
+    sizes = [torch.empty_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(k) for k in sizes]
     out = []
     for x in tensors:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.detach().contiguous())
-        out.append(torch.cat(parts))
+        padded = x.detach().new_zeros(max(sizes), *x.shape[1:])
+        padded[: len(x)] = x.detach()
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([p[:k] for p, k in zip(parts, sizes, strict=True)]))
     return tuple(out)
 
 
@@ -81,24 +90,34 @@ class AdaDistill(KDMethod):
     """``train/loss_margin``: the student's margin loss against the teacher's class centres."""
 
     Config = AdaDistillConfig
+    replaces_margin = True
 
-    def __init__(self, setup: KDSetup):
-        super().__init__(setup)
-        cfg, head, teacher = setup.cfg, setup.head, setup.teacher
-        if cfg.centres not in CENTRES:
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if cfg.kd.centres not in CENTRES:
             raise ValueError(
-                f"kd.centres={cfg.centres!r} is not known; valid: {', '.join(CENTRES)}"
+                f"kd.centres={cfg.kd.centres!r} is not known; valid: {', '.join(CENTRES)}"
             )
-        if not isinstance(head, MarginHead) or isinstance(head, PartialFCHead):
-            raise ValueError(
-                "kd=adadistill keeps the teacher's class centres in the student's head: it needs "
-                f"head=arcface or head=cosface, not {type(head).__name__}"
-            )
-        if not head.normalize:
+        if not cfg.head.get("normalize", True):
             raise ValueError(
                 "kd=adadistill compares cosines to class centres: head=softmax has none "
                 "(use head=arcface or head=cosface)"
             )
+        if cfg.head.get("sample_rate", 1.0) < 1.0:
+            raise ValueError(
+                f"kd=adadistill moves every class centre of the batch: head.sample_rate="
+                f"{cfg.head.sample_rate} (Partial FC) samples them; set head.sample_rate=1.0"
+            )
+        if cfg.trainer.precision in ("16-true", "bf16-true"):
+            raise ValueError(
+                f"kd=adadistill moves its class centres by small steps, which "
+                f"trainer.precision={cfg.trainer.precision} rounds away: use 32-true or a "
+                "*-mixed precision"
+            )
+
+    def __init__(self, setup: KDSetup):
+        super().__init__(setup)
+        cfg, head, teacher = setup.cfg, setup.head, setup.teacher
         s_emb, t_emb = setup.student.embedding_size, teacher.embedding_size
         if s_emb != t_emb:
             raise ValueError(

@@ -44,7 +44,7 @@ class KDContext:
 
     batch: FaceBatch
     student: torch.Tensor  # the student's embeddings of batch.student_images
-    margin: torch.Tensor  # the student's margin loss
+    margin: torch.Tensor | None  # the student's margin loss (None: the method computes its own)
     head: MarginHead  # the student's margin head
     teacher: FrozenTeacher | None
     cache: TeacherCache | None = None
@@ -81,6 +81,8 @@ class KDMethod(nn.Module):
     # compares the student's logits over every training class (not possible with a Partial FC
     # head sharded over DDP processes)
     needs_class_logits: ClassVar[bool] = False
+    # computes the margin loss itself (against other centres): the student stage skips its own
+    replaces_margin: ClassVar[bool] = False
 
     def __init__(self, setup: KDSetup):
         super().__init__()
@@ -90,6 +92,11 @@ class KDMethod(nn.Module):
                 f"kd={self.name} needs a teacher: set stage.teacher.bank=<teacher run>/"
                 "teacher_bank or stage.teacher.checkpoint=<backbone file>"
             )
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Checks of the run's config alone (``ValueError``), made before any training: a
+        pipeline makes them before its teacher trains. The rest are made in ``__init__``."""
 
     @property
     def cacheable(self) -> bool:

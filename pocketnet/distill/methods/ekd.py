@@ -15,7 +15,9 @@ rank_t(hard neg))`` (the paper's weights 0.02 and 0.01, ``T = 0.01``, FPRs 1e-1 
 Pairs compare embeddings of one model only, so student and teacher may differ in size. The
 anchors are buffers: checkpoints carry them. With few images per identity a random batch holds
 few positive pairs (TFace adds a balanced part to each batch); a batch without any gives a
-zero positive term. Under DDP each process takes the pairs of its own batch.
+zero positive term. Under DDP each process takes the pairs of its own batch (**our choice**:
+TFace gathers the batches, with their gradients), and the anchors are rank 0's (DDP broadcasts
+buffers at each forward pass).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def pair_similarities(
     """Cosine similarities of the batch's positive and negative pairs ``i < j`` (row-major)."""
     e = F.normalize(embeddings.float())
     i, j = torch.triu_indices(len(e), len(e), offset=1, device=e.device)
-    sim = (e[i] * e[j]).sum(1)
+    sim = (e @ e.t())[i, j]
     same = labels[i] == labels[j]
     return sim[same], sim[~same]
 
