@@ -282,6 +282,7 @@ def _uneven_batches(sizes: list[int]) -> list[tuple[torch.Tensor, ...]]:
     ]
 
 
+@pytest.mark.slow  # two gloo processes
 def test_adadistill_processes_update_alike_from_the_global_batch_of_uneven_sizes(tmp_path):
     sizes = [4, 2]  # data.skip_corrupt=true can shorten one process's batch
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(2)]

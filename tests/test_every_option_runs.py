@@ -126,7 +126,13 @@ def test_every_resolution(tmp_path, bank, resolution):
     assert result.input_size == cfg.resolution.student
 
 
-@pytest.mark.parametrize("backbone", options("backbone"))
+LARGE = ("iresnet50", "iresnet100", "resnet50")  # 44-75 M params: their runs are slow tests
+
+
+@pytest.mark.parametrize(
+    "backbone",
+    [pytest.param(b, marks=pytest.mark.slow) if b in LARGE else b for b in options("backbone")],
+)
 def test_every_backbone(tmp_path, backbone):
     no_files = ["stage.bank.enabled=false", "callbacks.checkpoint=null"]  # tested elsewhere
     cfg = compose_run(tmp_path, [*TINY, f"backbone={backbone}", *no_files])

@@ -61,7 +61,7 @@ def test_help_composes_the_same_config_without_torch(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main()
     assert fast["out"] == capsys.readouterr().out
-    assert "schedule:" in fast["out"] and "kd                         adversarial," in fast["out"]
+    assert "schedule:" in fast["out"] and "kd                         adadistill," in fast["out"]
 
 
 @pytest.mark.parametrize(
