@@ -47,19 +47,6 @@ def test_mixfacenet_runs_small_and_reloads_strictly(shuffle):
         assert torch.equal(again.eval()(x), small(x))
 
 
-def test_mixfacenet_only_size_dependent_keys_follow_the_input_size():
-    with torch.device("meta"):
-        full = timm.create_model("mixfacenet_s", input_size=112)
-        low = timm.create_model("mixfacenet_s", input_size=64)
-    full_shapes = {k: v.shape for k, v in full.state_dict().items()}
-    low_shapes = {k: v.shape for k, v in low.state_dict().items()}
-    assert low_shapes.keys() == full_shapes.keys()
-    changed = {k for k in full_shapes if low_shapes[k] != full_shapes[k]}
-    key = "feautre_layer.dw_conv.conv.weight"
-    assert changed == set(full.size_dependent_keys) == {key}
-    assert full_shapes[key] == (1024, 1, 7, 7) and low_shapes[key] == (1024, 1, 4, 4)
-
-
 def test_mixfacenet_state_dict_has_the_official_layout():
     with torch.device("meta"):
         model = timm.create_model("mixfacenet_s")

@@ -11,6 +11,7 @@ import torch
 
 from pocketnet.distill.hooks import FeatureHook
 from pocketnet.models.backbone import build_backbone
+from pocketnet.models.timm_models import FACE_MODELS
 
 NETS = {  # name: (stage channels at 56 px, embedding size)
     "iresnet18": ([64, 128, 256, 512], 512),
@@ -63,3 +64,15 @@ def test_a_net_module_imported_first_registers_every_net():
     code = "import pocketnet.models.edgeface, timm; print(timm.is_model('mixfacenet_xs'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name", FACE_MODELS)
+def test_only_the_size_dependent_keys_follow_the_input_size(name):
+    with torch.device("meta"):
+        shapes = [
+            {k: v.shape for k, v in timm.create_model(name, input_size=s).state_dict().items()}
+            for s in (112, 64)
+        ]
+        declared = set(timm.create_model(name).size_dependent_keys)
+    assert shapes[0].keys() == shapes[1].keys()
+    assert {k for k in shapes[0] if shapes[0][k] != shapes[1][k]} == declared
