@@ -6,7 +6,9 @@ naming the path."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -50,7 +52,16 @@ def bank(tmp_path_factory) -> Path:
     return Path(cfg.stage.bank.dir)
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
+def _slow_for(*names: str) -> Callable[[str], Any]:
+    """Marks the options ``names`` as slow tests (the others stay in the default suite)."""
+    return lambda option: (
+        pytest.param(option, marks=pytest.mark.slow) if option in names else option
+    )
+
+
+@pytest.mark.parametrize(
+    "experiment", map(_slow_for("search_quick"), options("experiment"))
+)  # the search's own runs are in test_search.py; search_quick in full in a slow test
 def test_every_experiment(tmp_path, experiment):
     cfg = compose_run(tmp_path, [f"experiment={experiment}", *FAST])
     if cfg.data.name == "synthetic":
@@ -95,7 +106,7 @@ def test_every_kd_method(tmp_path, bank, kd):
     assert Path(checkpoint["teacher"]["source"]).parent == bank  # its file, not its weights
 
 
-@pytest.mark.parametrize("stage", options("stage"))
+@pytest.mark.parametrize("stage", map(_slow_for("search"), options("stage")))
 def test_every_stage(tmp_path, stage):
     small_search = ["head=softmax", "stage.supernet.C=4", "stage.supernet.n_cells=3"]
     extra = {"pipeline": ["kd=multi_step"], "search": small_search}.get(stage, [])
@@ -129,10 +140,7 @@ def test_every_resolution(tmp_path, bank, resolution):
 LARGE = ("iresnet50", "iresnet100", "resnet50")  # 44-75 M params: their runs are slow tests
 
 
-@pytest.mark.parametrize(
-    "backbone",
-    [pytest.param(b, marks=pytest.mark.slow) if b in LARGE else b for b in options("backbone")],
-)
+@pytest.mark.parametrize("backbone", map(_slow_for(*LARGE), options("backbone")))
 def test_every_backbone(tmp_path, backbone):
     no_files = ["stage.bank.enabled=false", "callbacks.checkpoint=null"]  # tested elsewhere
     cfg = compose_run(tmp_path, [*TINY, f"backbone={backbone}", *no_files])
