@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import MISSING
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from pocketnet.distill.methods.base import KD_METHODS, KDContext, KDMethod, KDSetup
 
@@ -66,23 +67,11 @@ def adaptive_centre_update(
 
 
 def _global_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Every process's rows of each tensor, in rank order (collective). Batches may differ in
-    size (``data.skip_corrupt`` drops samples): each is padded to the largest, then trimmed."""
+    """Every process's rows of each tensor, in rank order (collective; torchmetrics' gather,
+    which pads and trims batches of different sizes, e.g. shortened by ``data.skip_corrupt``)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensors
-    world = dist.get_world_size()
-    n = torch.tensor([len(tensors[0])], device=tensors[0].device)
-    sizes = [torch.empty_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes = [int(k) for k in sizes]
-    out = []
-    for x in tensors:
-        padded = x.detach().new_zeros(max(sizes), *x.shape[1:])
-        padded[: len(x)] = x.detach()
-        parts = [torch.empty_like(padded) for _ in range(world)]
-        dist.all_gather(parts, padded)
-        out.append(torch.cat([p[:k] for p, k in zip(parts, sizes, strict=True)]))
-    return tuple(out)
+    return tuple(torch.cat(gather_all_tensors(x.detach())) for x in tensors)
 
 
 @KD_METHODS.register("adadistill")
@@ -126,19 +115,13 @@ class AdaDistill(KDMethod):
                 f"backbone.embedding_size={t_emb}"
             )
         if cfg.centres == "teacher":
-            if teacher.head is None or teacher.num_classes != setup.num_classes:
-                found = (
-                    "a bare backbone"
-                    if teacher.head is None
-                    else (
-                        f"trained on {teacher.num_classes} identities, the data has "
-                        f"{setup.num_classes}"
-                    )
-                )
+            classes = teacher.num_classes  # None: a bare backbone, without centres
+            if classes != setup.num_classes:
+                found = "a bare backbone" if classes is None else f"trained on {classes} identities"
                 raise ValueError(
                     f"kd.centres=teacher uses the teacher's class centres: the teacher "
-                    f"{teacher.source} is {found} (use a bank teacher of the same identities, "
-                    "or kd.centres=adaptive)"
+                    f"{teacher.source} is {found}, the data has {setup.num_classes} (use a bank "
+                    "teacher of the same identities, or kd.centres=adaptive)"
                 )
             with torch.no_grad():
                 head.weight.copy_(teacher.head.weight)
@@ -152,5 +135,5 @@ class AdaDistill(KDMethod):
         head = ctx.head
         if self.cfg.centres == "adaptive":
             batch = _global_batch(ctx.student, ctx.teacher_embeddings(), ctx.batch.labels)
-            ctx.memo["alpha"] = adaptive_centre_update(head.weight, *batch)
+            adaptive_centre_update(head.weight, *batch)
         return {"loss_margin": head.loss(ctx.student, ctx.batch.labels)}
