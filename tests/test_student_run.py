@@ -217,6 +217,24 @@ def test_teacher_cache_gives_the_live_teacher_loss_and_is_reused(tmp_path, bank)
     assert module2.cache.path != path  # other data: another table
 
 
+def test_adadistill_cache_under_augment_serves_the_clean_faces_teacher_embeddings(tmp_path, bank):
+    augment = ["data.augment.color=0.4", "data.augment.crop_scale=[0.5,1.0]", "data.flip=true"]
+    with pytest.raises(SetupError, match=r"kd=embedding's teacher must see each augmented"):
+        _bad(tmp_path / "e", bank, "kd=embedding", "kd.cache=true", *augment)
+    cfg = _student(tmp_path, bank, "kd=adadistill", "kd.cache=true", *augment)
+    _, module, dm, _ = _setup(cfg, Path(cfg.paths.output_dir))
+    module.activate_cache()
+    images, labels, keys = dm.train_set.__getitems__(list(range(16)))
+    keys = dm.flip(images, keys)
+    clean = dm.transform(images)
+    augmented = dm.augment(clean.clone())
+    assert (augmented - clean).abs().max() > 0.1
+    ctx = module.context(FaceBatch(augmented, labels, keys, augmented))
+    served = ctx.teacher_embeddings()
+    assert torch.allclose(served, module.teacher(clean), atol=1e-5)
+    assert not torch.allclose(served, module.teacher(augmented), atol=1e-2)
+
+
 @pytest.fixture(scope="module")
 def bank48(tmp_path_factory) -> Path:
     """A teacher trained at 48 px (the high-resolution side of cross-resolution runs)."""

@@ -1,7 +1,9 @@
 """Teacher-output cache: the teacher's embeddings of every training image, both flips.
 
-Flip is the only training augmentation, so a teacher checkpoint has exactly two embeddings per
-training image. They are computed once per (teacher checkpoint, data, resolution) and stored as
+Without ``data.augment`` the flip is the only training augmentation, so a teacher checkpoint has
+exactly two embeddings per training image. Under ``data.augment`` only a method that asks for the
+un-augmented faces' embeddings (``KDMethod.cache_under_augment``: AdaDistill's class centres) may
+use the cache. The tables are computed once per (teacher checkpoint, data, resolution) and stored as
 ``<cache_dir>/<key>.npy`` (float32, shape (N, 2, D): row ``[index, flipped]``, memory-mapped)
 with ``<key>.json`` describing what it was computed from. The key hashes the teacher file (path,
 size, modification time, step), the data config and training files, and the teacher's input

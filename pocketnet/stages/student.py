@@ -189,11 +189,11 @@ class StudentStage(TrainingStage):
         if cfg.kd.get("cache"):
             if not method.cacheable:
                 raise ValueError(f"kd.cache=true: kd={cfg.kd.name} does not use a teacher cache")
-            if datamodule.augment.active:
+            if datamodule.augment.active and not method.cache_under_augment:
                 raise ValueError(
                     "kd.cache=true holds the teacher's outputs of each image and its flip only; "
-                    "with data.augment on the teacher must see each augmented batch "
-                    "(set kd.cache=false)"
+                    f"with data.augment on, kd={cfg.kd.name}'s teacher must see each augmented "
+                    "batch (set kd.cache=false)"
                 )
             data = OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True)
             num_samples = len(datamodule.train_set)

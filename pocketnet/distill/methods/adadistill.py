@@ -19,8 +19,12 @@ more than once, its new centre is the mean of the samples' updates (**our choice
 reference implementation's indexed assignment keeps one of them, unspecified which). Under DDP
 every process updates with the whole global batch **(our choice**: the reference updates each
 process's centres from its own batch), so the centres stay equal (up to the order of floating
-point sums). The config checks (:meth:`AdaDistill.check_config`) come before any training; a
-pipeline makes them before its teacher trains."""
+point sums). With ``kd.cache=true`` (``centres=adaptive``) the teacher's embeddings come from
+the teacher cache, also under ``data.augment``: the centres then follow the teacher's embeddings
+of the un-augmented faces (same flip) while the student sees the augmented ones (**our choice**,
+which spares the teacher's forward pass at every step). The config checks
+(:meth:`AdaDistill.check_config`) come before any training; a pipeline makes them before its
+teacher trains."""
 
 from __future__ import annotations
 
@@ -80,6 +84,7 @@ class AdaDistill(KDMethod):
 
     Config = AdaDistillConfig
     replaces_margin = True
+    cache_under_augment = True  # class centres from the teacher's views of the clean faces
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:

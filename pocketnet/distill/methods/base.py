@@ -83,6 +83,9 @@ class KDMethod(nn.Module):
     needs_class_logits: ClassVar[bool] = False
     # computes the margin loss itself (against other centres): the student stage skips its own
     replaces_margin: ClassVar[bool] = False
+    # under data.augment, the teacher cache's outputs of the un-augmented image (same flip) serve
+    # it as well as the teacher's outputs of the augmented batch (kd.cache=true is allowed)
+    cache_under_augment: ClassVar[bool] = False
 
     def __init__(self, setup: KDSetup):
         super().__init__()
