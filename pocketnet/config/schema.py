@@ -237,9 +237,12 @@ class TeacherConfig:
     """Where the student stage's frozen teacher comes from: a teacher bank (``bank``: the
     ``teacher_bank`` folder of a teacher run; ``entry`` picks the checkpoint, -1 = the last) or a
     backbone file (``checkpoint``: an insightface ``backbone.pth`` or an official PocketNet
-    checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``)."""
+    checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``) or a shared
+    teacher run (``train``: its overrides; trained once, then its bank is used, see
+    :mod:`pocketnet.distill.shared_teacher`)."""
 
     bank: str | None = MISSING
+    train: list[str] | None = MISSING
     entry: int = MISSING
     checkpoint: str | None = MISSING
     backbone: str | None = MISSING

@@ -11,6 +11,7 @@ follows the student's device and dtype.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,8 +24,11 @@ from torch import nn
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDMethod, KDSetup
+from pocketnet.distill.shared_teacher import shared_teacher_bank
 from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.models.heads import MarginHead
+from pocketnet.results import RunResult
+from pocketnet.runtime import SetupError
 from pocketnet.stages.base import FaceModule
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, face_model
@@ -155,6 +159,23 @@ class StudentModule(FaceModule):
 class StudentStage(TrainingStage):
     """``stage=student``: the student (``backbone`` at ``resolution.student``) by ``kd`` from
     ``stage.teacher``; ``stage.init_from_teacher=true`` starts from the teacher's weights (KT)."""
+
+    def run(self, cfg: DictConfig) -> RunResult:
+        spec = cfg.stage.teacher
+        if spec.train is not None:  # a shared teacher: trained first unless done
+            if spec.bank is not None or spec.checkpoint is not None:
+                raise SetupError(
+                    f"stage.teacher.train={list(spec.train)} trains the teacher: leave "
+                    f"stage.teacher.bank (={spec.bank}) and checkpoint (={spec.checkpoint}) null"
+                )
+            try:
+                KD_METHODS.get(cfg.kd.name).check_config(cfg)  # before the teacher trains
+                bank = shared_teacher_bank(cfg)
+            except ValueError as err:
+                raise SetupError(str(err)) from None
+            cfg = copy.deepcopy(cfg)
+            cfg.stage.teacher.bank = str(bank)
+        return super().run(cfg)
 
     @staticmethod
     def input_size(cfg: Any) -> int:
