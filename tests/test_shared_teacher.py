@@ -17,8 +17,12 @@ TEACHER = "['stage=teacher','data=tiny','backbone=resnet18_narrow']"
 STUDENT = [*FAST, "stage=student", "backbone=resnet18_tiny", "backbone.embedding_size=32"]
 
 
+def _teacher(tmp_path: Path, out: str, train: str, *overrides: str):
+    return compose_run(tmp_path, [*STUDENT, f"stage.teacher.train={train}", *overrides], out=out)
+
+
 def _student(tmp_path: Path, out: str, *overrides: str):
-    return compose_run(tmp_path, [*STUDENT, f"stage.teacher.train={TEACHER}", *overrides], out=out)
+    return _teacher(tmp_path, out, TEACHER, *overrides)
 
 
 def test_the_first_student_trains_the_teacher_and_the_next_ones_reuse_it(tmp_path):
@@ -61,20 +65,28 @@ def test_the_teacher_folder_follows_the_teachers_config(tmp_path):
     assert Path(base.paths.output_dir).parent == tmp_path / "logs" / "teachers"
     # debug=fast came with the student; the teacher's own keys win over it
     assert base.trainer.max_epochs == 2 and other.trainer.max_epochs == 3
+    folder = Path(base.paths.output_dir)
+    folder.mkdir(parents=True)
+    (folder / "failed.json").write_text(json.dumps({"error": "NonFiniteLossError: loss is nan"}))
+    with pytest.raises(SetupError, match=r"failed earlier: NonFiniteLossError: loss is nan \("):
+        run(_student(tmp_path, "d", "kd=embedding"))
     named = compose_run(tmp_path, [*STUDENT, "stage.teacher.train=['experiment=lfw_dev_teacher']"])
     assert Path(teacher_run_config(named).paths.output_dir).name.startswith("lfw_dev_teacher-")
 
 
 def test_bad_shared_teachers_are_named_before_anything_trains(tmp_path):
-    not_a_teacher = [*STUDENT, "stage.teacher.train=['stage=student']", "kd=embedding"]
     with pytest.raises(SetupError, match=r"composes stage=student: it must be a teacher run"):
-        run(compose_run(tmp_path, not_a_teacher, out="a"))
-    with pytest.raises(SetupError, match=r"stage.teacher.train=\['nosuchkey=1'.*Could not override 'nosuchkey'"):
-        run(compose_run(tmp_path, [*STUDENT, "stage.teacher.train=['nosuchkey=1']"], out="b"))
-    both = _student(tmp_path, "c", "kd=embedding", "stage.teacher.bank=somewhere")
+        run(_teacher(tmp_path, "a", "['stage=student']", "kd=embedding"))
+    unknown = r"stage.teacher.train=\['nosuchkey=1'.*Could not override 'nosuchkey'"
+    with pytest.raises(SetupError, match=unknown):
+        run(_teacher(tmp_path, "b", "['nosuchkey=1']", "kd=embedding"))
+    with pytest.raises(SetupError, match=r"stage.teacher.train=\[\]: name the teacher run"):
+        run(_teacher(tmp_path, "c", "[]", "stage.init_from_teacher=true"))
+    with pytest.raises(SetupError, match=r"trains at 32 px but data.resolution=48"):
+        run(_student(tmp_path, "d", "kd=embedding", "data.resolution=48"))
     with pytest.raises(SetupError, match=r"leave stage.teacher.bank \(=somewhere\)"):
-        run(both)
-    bad_kd = _student(tmp_path, "d", "kd=adadistill", "head=softmax")
+        run(_student(tmp_path, "e", "kd=embedding", "stage.teacher.bank=somewhere"))
     with pytest.raises(SetupError, match=r"head=softmax has none"):
-        run(bad_kd)
+        run(_student(tmp_path, "f", "kd=adadistill", "head=softmax"))
+    run(_student(tmp_path, "g", "kd=none"))  # needs no teacher: trains none
     assert not (tmp_path / "logs" / "teachers").exists()

@@ -28,7 +28,8 @@ from pocketnet.distill.teacher import FrozenTeacher
 
 __all__ = ["TeacherCache", "file_signature"]
 
-LOADER_ONLY = ("batch_size", "val_batch_size", "num_workers", "val_bins", "val_pairs")
+# data keys that do not change the teacher's outputs of the (un-augmented) training images
+NOT_IN_KEY = ("batch_size", "val_batch_size", "num_workers", "val_bins", "val_pairs", "augment")
 
 
 def file_signature(path: str | Path) -> list[Any]:
@@ -45,7 +46,7 @@ class TeacherCache:
 
     def __init__(self, root: str | Path, data: dict[str, Any], num_samples: int):
         self.root = Path(root)
-        data = {k: v for k, v in data.items() if k not in LOADER_ONLY}
+        data = {k: v for k, v in data.items() if k not in NOT_IN_KEY}
         if data.get("root"):
             data["files"] = file_signature(data["root"])
         self.data = data

@@ -1,13 +1,22 @@
 """A teacher trained once and shared by every student that names it (``stage.teacher.train``).
 
 ``stage.teacher.train`` is a list of overrides of a teacher run, e.g.
-``[experiment=lfw_teacher64]``. The first student run that needs it trains that teacher in
-``<paths.log_dir>/teachers/<name>-<digest>`` (``<digest>``: of the teacher's resolved config, so
-a changed teacher is a new folder); every later one, of any sweep, uses its bank. The student's
-``paths`` and its ``debug`` choice carry over to the teacher (``debug=fast`` smoke-tests a whole
-table). A lock file serialises runs launched side by side (Hydra's joblib / SLURM launchers):
-one trains, the others wait and reuse. An interrupted teacher run has no ``done`` marker, so the
-next student trains it again from the start.
+``['experiment=teacher_lfw']``. The first student run that needs a teacher trains it in
+``<paths.log_dir>/teachers/<name>-<digest>``; every later one, of any sweep, uses its bank.
+
+- The digest covers the teacher's whole resolved config except what does not change the
+  teacher (paths, loggers, progress, loader workers, ...), with the data folder's files (names
+  and sizes) in place of its location, and pocketnet's version: a changed teacher is a new
+  folder; a moved checkout is not.
+- The teacher is composed from its own overrides alone, plus the student command's ``debug``
+  and ``trainer`` choices (``debug=fast`` smoke-tests a whole table; ``trainer=ddp`` trains the
+  teacher as the student trains). It trains on its own data, whatever the student's.
+- Runs launched side by side on one machine (Hydra's joblib launcher) or on nodes sharing a file
+  system with working ``flock`` (SLURM) take a lock: one trains, the others wait, then reuse.
+  The processes of one DDP run take no lock: rank 0 trains the teacher, the others join it.
+- An interrupted teacher run resumes from its newest checkpoint (``ckpt_path=last``); one that
+  failed while training (a NaN loss, say) leaves ``failed.json``, which later students report
+  instead of training it again (delete the folder to retry).
 """
 
 from __future__ import annotations
@@ -18,36 +27,71 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import pocketnet
 from pocketnet.config.compose import compose
-from pocketnet.runtime import is_main_process
+from pocketnet.config.values import check_values
+from pocketnet.run import check_devices
+from pocketnet.run_folder import LAST
+from pocketnet.runtime import SetupError, is_main_process
 from pocketnet.stages.teacher import TeacherStage
 
 __all__ = ["shared_teacher_bank", "teacher_run_config"]
 
 log = logging.getLogger(__name__)
 
-DONE = "done.json"  # written when the teacher run has finished
-IDENTITY = ("seed", "data", "backbone", "head", "stage", "trainer")  # what makes a teacher
+DONE, FAILED = "done.json", "failed.json"
+CARRIED = ("debug", "trainer")  # the student command's choices that reach its teacher
+# keys that do not change the trained teacher
+NOT_IDENTITY = ("paths", "task_name", "print_config", "logger", "latency", "practical", "tags")
+NOT_IDENTITY += ("results_file", "ckpt_path", "hparams_search")
+DATA_LOADING = ("num_workers", "val_batch_size")
 
 
-def _debug_choice() -> str | None:
-    """The ``debug`` option of the running Hydra job (None outside one, or when not chosen)."""
+def _choices() -> dict[str, str]:
+    """The running Hydra job's :data:`CARRIED` group choices (none outside a Hydra job)."""
     if not HydraConfig.initialized():
-        return None
-    choice = HydraConfig.get().runtime.choices.get("debug")
-    return None if choice in (None, "null") else str(choice)
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {k: str(choices[k]) for k in CARRIED if choices.get(k) not in (None, "null")}
+
+
+def _files(root: str | None) -> Any:
+    """The data folder's files by name and size (its location is not the teacher's identity)."""
+    if not root or not Path(root).is_dir():
+        return root
+    return sorted((p.name, p.stat().st_size) for p in Path(root).iterdir() if p.is_file())
+
+
+def _identity(cfg: DictConfig) -> str:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_IDENTITY:
+        resolved.pop(key, None)
+    resolved["callbacks"].pop("progress", None)
+    data = resolved["data"]
+    for key in DATA_LOADING:
+        data.pop(key, None)
+    data["root"] = _files(data.get("root"))
+    resolved["pocketnet"] = pocketnet.__version__
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def teacher_run_config(student: DictConfig) -> DictConfig:
-    """The teacher run of ``student``'s ``stage.teacher.train``, in its shared folder."""
+    """The teacher run of ``student``'s ``stage.teacher.train``, in its shared folder (checked:
+    a teacher stage that saves a bank, valid values, the devices it asks for)."""
     overrides = [str(o) for o in student.stage.teacher.train]
-    debug = _debug_choice()
-    if debug is not None and not any(o.startswith(("debug=", "+debug=")) for o in overrides):
-        overrides.append(f"debug={debug}")
+    if not overrides:
+        raise ValueError(
+            "stage.teacher.train=[]: name the teacher run, e.g. "
+            "\"stage.teacher.train=['experiment=teacher_lfw']\""
+        )
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    overrides += [f"{k}={v}" for k, v in _choices().items() if k not in given]
     try:
         cfg = compose(overrides)
     except Exception as err:  # Hydra's composition errors name the override
@@ -62,34 +106,51 @@ def teacher_run_config(student: DictConfig) -> DictConfig:
     with open_dict(cfg):
         for key in ("root_dir", "data_dir", "log_dir", "cache_dir", "shared_dir"):
             cfg.paths[key] = student.paths[key]
-        cfg.paths.output_dir = "<shared>"  # not part of the teacher's identity
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        identity = {k: resolved[k] for k in IDENTITY}
-        text = json.dumps(identity, sort_keys=True, default=str)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        cfg.paths.output_dir = "<shared>"
         name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "")
-        folder = Path(student.paths.log_dir) / "teachers" / f"{name or 'teacher'}-{digest}"
+        folder = Path(student.paths.log_dir) / "teachers" / f"{name or 'teacher'}-{_identity(cfg)}"
         cfg.paths.output_dir = str(folder)
         cfg.task_name = f"teachers/{folder.name}"
         cfg.print_config = False
+        cfg.ckpt_path = LAST  # an interrupted teacher run resumes
+    check_values(cfg)
+    check_devices(cfg)
     return cfg
 
 
-def shared_teacher_bank(student: DictConfig) -> Path:
-    """The bank of ``student``'s shared teacher, trained first when it is not yet done."""
-    cfg = teacher_run_config(student)
+def _train(cfg: DictConfig, folder: Path) -> None:
+    """Train the teacher of ``cfg`` unless done; a failure is recorded for later students."""
+    failed = folder / FAILED
+    if failed.is_file():
+        raise SetupError(
+            f"the shared teacher in {folder} failed earlier: "
+            f"{json.loads(failed.read_text())['error']} (delete the folder to train it again)"
+        )
+    log.info("training the shared teacher in %s", folder)
+    try:
+        TeacherStage().run(copy.deepcopy(cfg))
+    except SetupError as err:  # found before training: nothing to record
+        raise SetupError(f"the shared teacher in {folder}: {err}") from None
+    except Exception as err:  # after training time was spent: not again by every student
+        if is_main_process():
+            failed.write_text(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+        raise SetupError(f"the shared teacher in {folder}: {err}") from err
+    if is_main_process():
+        (folder / DONE).write_text(json.dumps({"bank": cfg.stage.bank.dir}))
+
+
+def shared_teacher_bank(cfg: DictConfig) -> Path:
+    """The bank of the shared teacher run ``cfg`` (:func:`teacher_run_config`), trained first
+    when it is not yet done."""
     folder = Path(cfg.paths.output_dir)
-    bank = Path(cfg.stage.bank.dir)
-    done = folder / DONE
-    if not done.is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f"{folder.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a run launched beside this one trains it
-            if not done.is_file():
-                train = list(student.stage.teacher.train)
-                log.info("training the shared teacher %s in %s", train, folder)
-                TeacherStage().run(copy.deepcopy(cfg))
-                if is_main_process():
-                    done.write_text(json.dumps({"bank": str(bank)}))
-    log.info("shared teacher: %s", bank)
-    return bank
+    if not (folder / DONE).is_file():
+        if not is_main_process():  # a DDP rank: rank 0 holds the lock and trains; join it
+            _train(cfg, folder)
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # a run launched beside this one trains it
+                if not (folder / DONE).is_file():
+                    _train(cfg, folder)
+    log.info("shared teacher: %s", cfg.stage.bank.dir)
+    return Path(cfg.stage.bank.dir)

@@ -24,7 +24,7 @@ from torch import nn
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDMethod, KDSetup
-from pocketnet.distill.shared_teacher import shared_teacher_bank
+from pocketnet.distill.shared_teacher import shared_teacher_bank, teacher_run_config
 from pocketnet.distill.teacher import FrozenTeacher, load_teacher, transfer_weights
 from pocketnet.models.heads import MarginHead
 from pocketnet.results import RunResult
@@ -162,19 +162,28 @@ class StudentStage(TrainingStage):
 
     def run(self, cfg: DictConfig) -> RunResult:
         spec = cfg.stage.teacher
-        if spec.train is not None:  # a shared teacher: trained first unless done
-            if spec.bank is not None or spec.checkpoint is not None:
-                raise SetupError(
-                    f"stage.teacher.train={list(spec.train)} trains the teacher: leave "
-                    f"stage.teacher.bank (={spec.bank}) and checkpoint (={spec.checkpoint}) null"
-                )
+        if spec.train is None:
+            return super().run(cfg)
+        if spec.bank is not None or spec.checkpoint is not None:
+            raise SetupError(
+                f"stage.teacher.train={list(spec.train)} trains the teacher: leave "
+                f"stage.teacher.bank (={spec.bank}) and checkpoint (={spec.checkpoint}) null"
+            )
+        method = KD_METHODS.get(cfg.kd.name)
+        cfg = copy.deepcopy(cfg)
+        if method.needs_teacher or cfg.stage.init_from_teacher:  # else no teacher at all
             try:
-                KD_METHODS.get(cfg.kd.name).check_config(cfg)  # before the teacher trains
-                bank = shared_teacher_bank(cfg)
+                method.check_config(cfg)  # before the teacher trains
+                teacher = teacher_run_config(cfg)
+                if teacher.data.resolution != cfg.data.resolution:
+                    raise ValueError(
+                        f"stage.teacher.train={list(spec.train)} trains at "
+                        f"{teacher.data.resolution} px but data.resolution="
+                        f"{cfg.data.resolution}: the teacher sees the data's resolution"
+                    )
             except ValueError as err:
                 raise SetupError(str(err)) from None
-            cfg = copy.deepcopy(cfg)
-            cfg.stage.teacher.bank = str(bank)
+            cfg.stage.teacher.bank = str(shared_teacher_bank(teacher))
         return super().run(cfg)
 
     @staticmethod

@@ -21,10 +21,11 @@ every process updates with the whole global batch **(our choice**: the reference
 process's centres from its own batch), so the centres stay equal (up to the order of floating
 point sums). With ``kd.cache=true`` (``centres=adaptive``) the teacher's embeddings come from
 the teacher cache, also under ``data.augment``: the centres then follow the teacher's embeddings
-of the un-augmented faces (same flip) while the student sees the augmented ones (**our choice**,
-which spares the teacher's forward pass at every step). The config checks
-(:meth:`AdaDistill.check_config`) come before any training; a pipeline makes them before its
-teacher trains."""
+of the un-augmented faces (same flip) while the student sees the augmented ones, and ``alpha``
+compares the augmented student with the clean teacher (lower under strong crops: the centres
+move faster) (**our choice**, which spares the teacher's forward pass at every step). The
+config checks (:meth:`AdaDistill.check_config`) come before any training; a pipeline makes them
+before its teacher trains."""
 
 from __future__ import annotations
 
