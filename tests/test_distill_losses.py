@@ -300,6 +300,7 @@ def test_adadistill_processes_update_alike_from_the_global_batch_of_uneven_sizes
     ("override", "error"),
     [
         ("kd.centres=mean", "kd.centres='mean' is not known; valid: adaptive, teacher"),
+        ("kd.centres=teacher", "reads none of its embeddings: set kd.cache=false"),
         ("head=softmax", "head=softmax has none"),
         ("head.sample_rate=0.5", "head.sample_rate=0.5 .Partial FC. samples them; set head.samp"),
         ("trainer.precision=bf16-true", "trainer.precision=bf16-true rounds away"),
@@ -310,6 +311,8 @@ def test_adadistill_config_checks_come_before_any_training(override, error):
     with pytest.raises(ValueError, match=error):
         AdaDistill.check_config(cfg)
     AdaDistill.check_config(compose(["stage=student", "kd=adadistill", "head=cosface"]))
+    fixed = ["kd.centres=teacher", "kd.cache=false"]
+    AdaDistill.check_config(compose(["stage=student", "kd=adadistill", "head=cosface", *fixed]))
 
 
 def test_every_kd_yaml_is_a_registered_method_and_back():

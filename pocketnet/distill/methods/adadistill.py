@@ -93,6 +93,11 @@ class AdaDistill(KDMethod):
             raise ValueError(
                 f"kd.centres={cfg.kd.centres!r} is not known; valid: {', '.join(CENTRES)}"
             )
+        if cfg.kd.centres == "teacher" and cfg.kd.cache:
+            raise ValueError(
+                "kd.centres=teacher keeps the teacher's own class centres and reads none of its "
+                "embeddings: set kd.cache=false"
+            )
         if not cfg.head.get("normalize", True):
             raise ValueError(
                 "kd=adadistill compares cosines to class centres: head=softmax has none "
