@@ -69,6 +69,11 @@ def test_sub_runs_are_typed_stage_configs_that_share_the_pipeline_settings(tmp_p
         kd.stage.optimizer.lrr = 1.0
     assert cfg.paths.output_dir not in (s.paths.output_dir for s in subs.values())
     assert cfg.stage.bank.dir != teacher.stage.bank.dir  # the pipeline's own config unchanged
+    assert {s.trainer.max_epochs for s in subs.values()} == {2}  # debug=fast
+    fewer = pipeline_configs(compose_run(tmp_path, [*PIPELINE, "stage.student_epochs=1"]))
+    assert [s.trainer.max_epochs for s in fewer.values()] == [2, 1, 1]
+    more = pipeline_configs(compose_run(tmp_path, [*PIPELINE, "stage.student_epochs=30"]))
+    assert [s.trainer.max_epochs for s in more.values()] == [2, 2, 2]  # at most the teacher's
 
 
 def test_the_pipeline_needs_a_kd_method(tmp_path):

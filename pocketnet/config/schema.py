@@ -265,9 +265,12 @@ class StudentStageConfig:
 @dataclass
 class PipelineStageConfig(TeacherStageConfig):
     """A teacher (``backbone``), then a student (``student_backbone``) by ``kd`` from the
-    teacher's bank, then the same student without KD; all three with ``optimizer``/``scheduler``."""
+    teacher's bank, then the same student without KD; all three with ``optimizer``/``scheduler``,
+    the students for ``student_epochs`` (null: ``trainer.max_epochs``, the teacher's; at most
+    that)."""
 
     student_backbone: Any = MISSING
+    student_epochs: int | None = MISSING
 
 
 @dataclass

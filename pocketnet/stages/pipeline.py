@@ -5,7 +5,8 @@ Each sub-run is a stage run of its own config, in ``<run>/teacher``, ``<run>/stu
 ``<run>/student``: the pipeline's config with the ``stage`` node composed by Hydra as
 ``stage=teacher`` / ``stage=student`` (typed, with that stage's own defaults) and given the
 pipeline's optimiser, schedule and bank settings, the student's ``backbone`` from
-``stage.student_backbone``, and ``kd=none`` for the teacher and the plain student.
+``stage.student_backbone``, the students' epochs from ``stage.student_epochs`` (when set; at most the teacher's), and
+``kd=none`` for the teacher and the plain student.
 """
 
 from __future__ import annotations
@@ -66,10 +67,15 @@ def pipeline_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     student_net = cfg.stage.student_backbone
     backbone = OmegaConf.merge(student_net, OmegaConf.to_container(student_net, resolve=True))
     kd_run = f"student_{cfg.kd.name}"
+    trainer = copy.deepcopy(cfg.trainer)
+    if cfg.stage.student_epochs is not None:  # at most the teacher's (debug=fast: 2 for all)
+        trainer.max_epochs = min(cfg.stage.student_epochs, cfg.trainer.max_epochs)
     return {
         "teacher": _sub_config(cfg, "teacher", stage=teacher, kd=no_kd),
-        kd_run: _sub_config(cfg, kd_run, stage=student, backbone=backbone),
-        "student": _sub_config(cfg, "student", stage=plain, backbone=backbone, kd=no_kd),
+        kd_run: _sub_config(cfg, kd_run, stage=student, backbone=backbone, trainer=trainer),
+        "student": _sub_config(
+            cfg, "student", stage=plain, backbone=backbone, kd=no_kd, trainer=trainer
+        ),
     }
 
 
