@@ -5,8 +5,8 @@ Each sub-run is a stage run of its own config, in ``<run>/teacher``, ``<run>/stu
 ``<run>/student``: the pipeline's config with the ``stage`` node composed by Hydra as
 ``stage=teacher`` / ``stage=student`` (typed, with that stage's own defaults) and given the
 pipeline's optimiser, schedule and bank settings, the student's ``backbone`` from
-``stage.student_backbone``, the students' epochs from ``stage.student_epochs`` (when set; at most the teacher's), and
-``kd=none`` for the teacher and the plain student.
+``stage.student_backbone``, the students' epochs from ``stage.student_epochs`` (when set; at
+most the teacher's), and ``kd=none`` for the teacher and the plain student.
 """
 
 from __future__ import annotations
