@@ -60,7 +60,7 @@ def _slow_for(*names: str) -> Callable[[str], Any]:
 
 
 @pytest.mark.parametrize(
-    "experiment", map(_slow_for("search_quick"), options("experiment"))
+    "experiment", map(_slow_for("search_quick", "search_lfw"), options("experiment"))
 )  # the search's own runs are in test_search.py; search_quick in full in a slow test
 def test_every_experiment(tmp_path, experiment):
     cfg = compose_run(tmp_path, [f"experiment={experiment}", *FAST])
