@@ -8,9 +8,10 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-__all__ = ["CONF_DIR", "compose"]
+__all__ = ["CONF_DIR", "compose", "hydra_choice"]
 
 
 def _conf_dir() -> Path:
@@ -35,3 +36,12 @@ def compose(
         return hydra_compose(config_name, overrides, return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name, overrides, return_hydra_config=with_hydra)
+
+
+def hydra_choice(group: str) -> str | None:
+    """The option the running Hydra job chose for ``group`` (None outside a Hydra job, or when
+    the group is unset)."""
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return None if choice in (None, "null") else str(choice)

@@ -29,12 +29,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import pocketnet
-from pocketnet.config.compose import compose
+from pocketnet.config.compose import compose, hydra_choice
 from pocketnet.config.values import check_values
+from pocketnet.distill.cache import file_signature
 from pocketnet.run import check_devices
 from pocketnet.run_folder import LAST
 from pocketnet.runtime import SetupError, is_main_process
@@ -52,19 +52,11 @@ NOT_IDENTITY += ("results_file", "ckpt_path", "hparams_search")
 DATA_LOADING = ("num_workers", "val_batch_size")
 
 
-def _choices() -> dict[str, str]:
-    """The running Hydra job's :data:`CARRIED` group choices (none outside a Hydra job)."""
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {k: str(choices[k]) for k in CARRIED if choices.get(k) not in (None, "null")}
-
-
 def _files(root: str | None) -> Any:
     """The data folder's files by name and size (its location is not the teacher's identity)."""
     if not root or not Path(root).is_dir():
         return root
-    return sorted((p.name, p.stat().st_size) for p in Path(root).iterdir() if p.is_file())
+    return [(Path(path).name, size) for path, size, _ in file_signature(root)]
 
 
 def _identity(cfg: DictConfig) -> str:
@@ -91,7 +83,8 @@ def teacher_run_config(student: DictConfig) -> DictConfig:
             "\"stage.teacher.train=['experiment=teacher_lfw']\""
         )
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    overrides += [f"{k}={v}" for k, v in _choices().items() if k not in given]
+    carried = {k: hydra_choice(k) for k in CARRIED if k not in given}
+    overrides += [f"{k}={v}" for k, v in carried.items() if v is not None]
     try:
         cfg = compose(overrides)
     except Exception as err:  # Hydra's composition errors name the override

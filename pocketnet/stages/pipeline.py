@@ -15,10 +15,9 @@ import copy
 from pathlib import Path
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pocketnet.config.compose import compose
+from pocketnet.config.compose import compose, hydra_choice
 from pocketnet.console import print_results
 from pocketnet.distill.methods import KD_METHODS
 from pocketnet.results import PipelineResult
@@ -28,13 +27,6 @@ from pocketnet.stages.stage import STAGES, Stage
 __all__ = ["PipelineStage", "pipeline_configs"]
 
 STUDENT_BACKBONE = "backbone@stage.student_backbone"  # the override key of the student's net
-
-
-def _choice(key: str, default: str) -> str:
-    """The option Hydra chose for ``key`` in this job (``default`` outside a Hydra job)."""
-    if not HydraConfig.initialized():
-        return default
-    return str(HydraConfig.get().runtime.choices.get(key, default))
 
 
 def _sub_config(cfg: DictConfig, name: str, **nodes: DictConfig) -> DictConfig:
@@ -102,8 +94,8 @@ class PipelineStage(Stage):
         runs = {name: STAGES.get(sub.stage.name)().run(sub) for name, sub in subs.items()}
         kd_run = f"student_{cfg.kd.name}"
         labels = {
-            "teacher": _choice("backbone", cfg.backbone.name),
-            kd_run: _choice(STUDENT_BACKBONE, cfg.stage.student_backbone.name),
+            "teacher": hydra_choice("backbone") or cfg.backbone.name,
+            kd_run: hydra_choice(STUDENT_BACKBONE) or cfg.stage.student_backbone.name,
         }
         labels["student"] = labels[kd_run]
         table = [

@@ -170,20 +170,21 @@ class StudentStage(TrainingStage):
                 f"stage.teacher.bank (={spec.bank}) and checkpoint (={spec.checkpoint}) null"
             )
         method = KD_METHODS.get(cfg.kd.name)
+        if not (method.needs_teacher or cfg.stage.init_from_teacher):  # no teacher at all
+            return super().run(cfg)
+        try:
+            method.check_config(cfg)  # before the teacher trains
+            teacher = teacher_run_config(cfg)
+            if teacher.data.resolution != cfg.data.resolution:
+                raise ValueError(
+                    f"stage.teacher.train={list(spec.train)} trains at {teacher.data.resolution} "
+                    f"px but data.resolution={cfg.data.resolution}: the teacher sees the data's "
+                    "resolution"
+                )
+        except ValueError as err:
+            raise SetupError(str(err)) from None
         cfg = copy.deepcopy(cfg)
-        if method.needs_teacher or cfg.stage.init_from_teacher:  # else no teacher at all
-            try:
-                method.check_config(cfg)  # before the teacher trains
-                teacher = teacher_run_config(cfg)
-                if teacher.data.resolution != cfg.data.resolution:
-                    raise ValueError(
-                        f"stage.teacher.train={list(spec.train)} trains at "
-                        f"{teacher.data.resolution} px but data.resolution="
-                        f"{cfg.data.resolution}: the teacher sees the data's resolution"
-                    )
-            except ValueError as err:
-                raise SetupError(str(err)) from None
-            cfg.stage.teacher.bank = str(shared_teacher_bank(teacher))
+        cfg.stage.teacher.bank = str(shared_teacher_bank(teacher))
         return super().run(cfg)
 
     @staticmethod
