@@ -385,3 +385,25 @@ def test_multi_step_with_the_cache_builds_one_table_per_teacher_checkpoint(tmp_p
     assert sorted(Path(a["teacher"]).name for a in about) == sorted(
         e.file for e in TeacherBank(bank).entries()
     )
+
+
+@pytest.mark.parametrize("kd", ["adadistill", "multi_step"])
+def test_a_kd_student_starts_from_the_student_alones_draw(tmp_path, bank, kd):
+    """Building the teacher draws nothing from the run's random stream: with one seed, the KD
+    student's initial weights and the random numbers left for training (flips, augmentation)
+    are the student alone's, so the two arms differ by KD alone."""
+
+    def start(name: str, *overrides: str):
+        cfg = compose_run(tmp_path / name, [*STUDENT, "seed=7", *overrides])
+        L.seed_everything(7)
+        _, module, _, _ = _setup(cfg, tmp_path / name)
+        return module, torch.rand(4)
+
+    plain, plain_next = start("plain", "kd=none")
+    distilled, distilled_next = start(kd, f"kd={kd}", f"stage.teacher.bank={bank}")
+    assert plain.teacher is None and distilled.teacher is not None
+    for part in ("backbone", "head"):
+        mine, theirs = getattr(distilled, part).state_dict(), getattr(plain, part).state_dict()
+        assert mine.keys() == theirs.keys()
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine), part
+    assert torch.equal(distilled_next, plain_next)
