@@ -1,12 +1,13 @@
 """``pocketnet-report <multirun dir>``: every run of a Hydra multirun in one report.
 
-One row per run (its swept overrides, results.json figures, practical.json figures when present)
-in ``report.csv``; an Optuna sweep's trials in ``optuna_trials.csv``, its best trial in
-``report.md`` and the objective by trial in ``optuna_objective.png``; runs that differ only by
-``seed`` (or the ``--over`` keys) grouped into
-mean ± sample std in ``report_summary.csv`` and ``report.md``; accuracy vs MFLOPs and vs params
-(one point per group, std error bars) and latency bars as PNGs; optionally all of it as tables and
-images in one wandb run. Plots are drawn on bare matplotlib Figures (never ``pyplot``).
+One row per run (its swept overrides, results.json figures, practical.json figures when present;
+a pipeline run gives one row per sub-run, named in the ``pipeline_run`` column) in
+``report.csv``; an Optuna sweep's trials in ``optuna_trials.csv``, its best trial in ``report.md``
+and the objective by trial in ``optuna_objective.png``; runs that differ only by ``seed`` (or the
+``--over`` keys) grouped into mean ± sample std in ``report_summary.csv`` and ``report.md``;
+accuracy vs MFLOPs and vs params (one point per group, std error bars) and latency bars as PNGs;
+optionally all of it as tables and images in one wandb run. Plots are drawn on bare matplotlib
+Figures (never ``pyplot``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from pocketnet.console import console as make_console
-from pocketnet.results import PipelineResult, load_results
+from pocketnet.results import PipelineResult, RunResult, load_results
 from pocketnet.studies import Study, find_study, load_study, objective_plot, study_markdown
 
 __all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
@@ -61,7 +62,7 @@ class ReportError(Exception):
 
 @dataclass
 class Run:
-    """One finished stage run of the sweep."""
+    """One finished stage run of the sweep (or one sub-run of a pipeline run)."""
 
     name: str  # its folder, relative to the multirun folder
     overrides: dict[str, str]  # every task override of the job, key -> value
@@ -108,8 +109,12 @@ def _natural(path: Path) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
-def _load_run(root: Path, folder: Path) -> Run | str:
-    """The run in ``folder``, or why it is left out."""
+PIPELINE_RUN = "pipeline_run"  # the pseudo-override that names a pipeline's sub-run in the report
+
+
+def _load_run(root: Path, folder: Path) -> list[Run] | str:
+    """The run in ``folder`` (a pipeline run: one per sub-run, named by the ``pipeline_run``
+    key), or why it is left out."""
     results = folder / RESULTS
     if not results.is_file():
         return f"{folder}: no {RESULTS} (failed or still running); left out"
@@ -118,8 +123,18 @@ def _load_run(root: Path, folder: Path) -> Run | str:
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
     except (ValueError, TypeError, yaml.YAMLError) as err:
         return f"{folder}: unreadable ({err}); left out"
-    if isinstance(result, PipelineResult):
-        return f"{folder}: a pipeline run ({RESULTS} lists 'runs'), not a stage run; left out"
+    keys = {_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    name = str(folder.relative_to(root))
+    if not isinstance(result, PipelineResult):
+        return [_run(name, keys, result, folder)]
+    return [
+        _run(f"{name}/{sub}", {**keys, PIPELINE_RUN: sub}, sub_result, folder / sub)
+        for sub, sub_result in result.runs.items()
+    ]
+
+
+def _run(name: str, overrides: dict[str, str], result: RunResult, folder: Path) -> Run:
+    """A report row: ``result``'s figures and those of ``folder``'s practical.json."""
     row = result.row()
     metrics = {k: v for k, v in row.items() if _number(v) and k not in DESCRIPTIVE}
     info = {k: v for k, v in row.items() if k not in metrics}
@@ -128,12 +143,7 @@ def _load_run(root: Path, folder: Path) -> Run | str:
         practical = json.loads((folder / PRACTICAL).read_text())
         metrics.update({k: v for k, v in practical.items() if _number(v) and k not in DESCRIPTIVE})
         info.update({k: v for k, v in practical.items() if k in DESCRIPTIVE})
-    return Run(
-        name=str(folder.relative_to(root)),
-        overrides={_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides},
-        info=info,
-        metrics=metrics,
-    )
+    return Run(name=name, overrides=overrides, info=info, metrics=metrics)
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -151,7 +161,10 @@ def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
     runs, warnings = [], []
     for folder in folders:
         loaded = _load_run(root, folder)
-        (runs if isinstance(loaded, Run) else warnings).append(loaded)
+        if isinstance(loaded, str):
+            warnings.append(loaded)
+        else:
+            runs += loaded
     if not runs:
         raise ReportError(f"{root}: none of its {len(folders)} run folders has a stage {RESULTS}")
     return runs, warnings

@@ -180,3 +180,39 @@ def test_unfinished_run_is_warned_about_and_left_out_and_wandb_gets_the_tables(
     assert len(json.loads(tables["summary"].read_text())["data"]) == 4
     images = {p.name.rsplit("_", 2)[0] for p in (run / "files" / "media" / "images").iterdir()}
     assert images == {name.removesuffix(".png") for name in PLOTS}
+
+
+def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("POCKETNET_ROOT", None)
+    env.pop("POCKETNET_CACHE", None)
+    cmd = [
+        str(BIN / "pocketnet"),
+        "-m",
+        "stage=pipeline",
+        "kd=embedding",
+        "debug=fast",
+        "data=tiny",
+        "seed=1,2",
+        "logger=csv",
+        "print_config=false",
+        "callbacks.progress.rich=false",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (sweep,) = (tmp_path / "logs" / "pipeline" / "multiruns").iterdir()
+    main([str(sweep)])
+
+    rows = _rows(sweep / "report.csv")
+    assert [(r["seed"], r["pipeline_run"]) for r in rows] == [
+        (seed, run) for seed in ("1", "2") for run in ("teacher", "student_embedding", "student")
+    ]
+    for row in rows:
+        sub = load_results(sweep / row["run"] / "results.json")
+        assert float(row["best acc"]) == sub.best_acc
+    summary = {g["pipeline_run"]: g for g in _rows(sweep / "report_summary.csv")}
+    assert list(summary) == ["teacher", "student_embedding", "student"]
+    for name, group in summary.items():
+        accs = [float(r["best acc"]) for r in rows if r["pipeline_run"] == name]
+        assert group["n"] == "2"
+        assert float(group["best acc mean"]) == pytest.approx(statistics.fmean(accs))
