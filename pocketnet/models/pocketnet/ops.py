@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 __all__ = ["OPS", "PRIMITIVES", "DwSepConv", "FactorizedReduce", "PoolBN", "Zero", "make_op"]
 
@@ -92,6 +93,27 @@ class FactorizedReduce(nn.Module):
         first = self.conv12(self.conv11(x))
         second = self.conv22(self.conv21(shifted))
         return self.bn(torch.cat([first, second], dim=1))
+
+    def fold_batchnorm(self) -> int:
+        """Eval mode: fold each half of ``bn`` into the 1x1 conv of its branch
+        (:func:`pocketnet.models.fold.fold_batchnorm`)."""
+        bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d):
+            return 0  # folded already
+        half = self.conv12.out_channels
+        for name, part in (("conv12", slice(0, half)), ("conv22", slice(half, None))):
+            conv = getattr(self, name)
+            conv.weight, conv.bias = fuse_conv_bn_weights(
+                conv.weight,
+                conv.bias,
+                bn.running_mean[part],
+                bn.running_var[part],
+                bn.eps,
+                None if bn.weight is None else bn.weight[part],
+                None if bn.bias is None else bn.bias[part],
+            )
+        self.bn = nn.Identity().eval()
+        return 1
 
 
 class Zero(nn.Module):

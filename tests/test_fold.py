@@ -1,0 +1,54 @@
+"""BatchNorm folding for inference: same embeddings, fewer ops."""
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pocketnet.models.fold import fold_batchnorm
+from pocketnet.models.pocketnet.ops import PoolBN
+
+
+def _with_statistics(net: nn.Module) -> nn.Module:
+    """Random running statistics and affine parameters, so that folding changes every weight."""
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    return net.eval()
+
+
+def _batchnorms(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("pocketnet_s_128", 32), ("mobilefacenet", 112), ("iresnet18", 32)]
+)
+def test_folded_net_gives_the_same_embeddings(name, size):
+    torch.manual_seed(1)
+    net = _with_statistics(timm.create_model(name, input_size=size))
+    x = torch.randn(3, 3, size, size)
+    with torch.no_grad():
+        before = F.normalize(net(x))
+        count = len(_batchnorms(net))
+        folded = fold_batchnorm(net)
+        after = F.normalize(net(x))
+    left = _batchnorms(net)
+    assert folded == count - len(left) and folded > 0
+    if name == "mobilefacenet":  # every BatchNorm follows a conv or the linear
+        assert left == []
+    if name == "pocketnet_s_128":  # only the pools' BatchNorms stay
+        assert left == [m.bn for m in net.modules() if isinstance(m, PoolBN)]
+    torch.testing.assert_close(after, before, rtol=0, atol=2e-5)
+    assert fold_batchnorm(net) == 0  # nothing left to fold
+
+
+def test_folding_a_training_net_is_refused():
+    net = timm.create_model("mobilefacenet", input_size=112)
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(net)
