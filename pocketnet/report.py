@@ -147,8 +147,8 @@ def _run(name: str, overrides: dict[str, str], result: RunResult, folder: Path) 
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
-    """Every finished stage run under ``root`` (folders holding ``.hydra/overrides.yaml``) and a
-    warning for each run folder left out."""
+    """Every finished stage or pipeline run under ``root`` (folders holding
+    ``.hydra/overrides.yaml``) and a warning for each run folder left out."""
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory (expected a Hydra multirun folder)")
     folders = sorted((p.parent.parent for p in root.rglob(".hydra/overrides.yaml")), key=_natural)
@@ -166,7 +166,9 @@ def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
         else:
             runs += loaded
     if not runs:
-        raise ReportError(f"{root}: none of its {len(folders)} run folders has a stage {RESULTS}")
+        raise ReportError(
+            f"{root}: none of its {len(folders)} run folders has a stage or pipeline {RESULTS}"
+        )
     return runs, warnings
 
 
@@ -239,7 +241,7 @@ def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
 
 def run_table(runs: list[Run], keys: list[str], metrics: list[str]) -> tuple[list[str], list]:
     """``report.csv``: run folder, swept overrides, results.json info, every metric."""
-    info = list(dict.fromkeys(k for r in runs for k in r.info))
+    info = [k for k in dict.fromkeys(k for r in runs for k in r.info) if k not in keys]
     columns = ["run", *keys, *info, *metrics]
     rows = [
         [r.name, *(r.overrides.get(k) for k in keys), *(r.info.get(k) for k in info)]

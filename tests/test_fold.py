@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pocketnet.models.fold import fold_batchnorm
-from pocketnet.models.pocketnet.ops import PoolBN
+from pocketnet.models.pocketnet.ops import FactorizedReduce, PoolBN
 
 
 def _with_statistics(net: nn.Module) -> nn.Module:
@@ -52,3 +52,10 @@ def test_folding_a_training_net_is_refused():
     net = timm.create_model("mobilefacenet", input_size=112)
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batchnorm(net)
+
+
+def test_folding_a_training_factorized_reduce_is_refused():
+    reduce = FactorizedReduce(8, 8)
+    with pytest.raises(ValueError, match="eval mode"):
+        reduce.fold_batchnorm()
+    assert isinstance(reduce.bn, nn.BatchNorm2d)

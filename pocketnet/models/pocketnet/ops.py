@@ -100,6 +100,8 @@ class FactorizedReduce(nn.Module):
         bn = self.bn
         if not isinstance(bn, nn.BatchNorm2d):
             return 0  # folded already
+        if self.training:
+            raise ValueError("FactorizedReduce.fold_batchnorm needs eval mode (call .eval() first)")
         half = self.conv12.out_channels
         for name, part in (("conv12", slice(0, half)), ("conv22", slice(half, None))):
             conv = getattr(self, name)
