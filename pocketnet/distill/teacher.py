@@ -143,7 +143,14 @@ def pick_entry(bank: TeacherBank, index: int) -> BankEntry:
 
 
 def load_teacher(cfg: Any) -> FrozenTeacher:
-    """The teacher named by ``stage.teacher``: exactly one of ``bank`` and ``checkpoint``."""
+    """The teacher named by ``stage.teacher``: exactly one of ``bank`` and ``checkpoint``.
+    Building it draws weights that the loaded ones replace; it does so in a forked random
+    stream, so a student built after it starts from the same draw as one built without it."""
+    with torch.random.fork_rng(devices=[]):
+        return _load_teacher(cfg)
+
+
+def _load_teacher(cfg: Any) -> FrozenTeacher:
     if (cfg.bank is None) == (cfg.checkpoint is None):
         raise ValueError(
             "stage.teacher: set exactly one of bank=<teacher run>/teacher_bank and "

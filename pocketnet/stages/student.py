@@ -197,12 +197,7 @@ class StudentStage(TrainingStage):
         spec = cfg.stage.teacher
         needed = method_cls.needs_teacher or cfg.stage.init_from_teacher
         given = spec.bank is not None or spec.checkpoint is not None
-        teacher = None
-        if needed or given:  # before any data work
-            # Building the teacher draws weights that its loaded ones replace; the fork keeps
-            # them out of the random stream, so the student starts from the student alone's draw.
-            with torch.random.fork_rng(devices=[]):
-                teacher = load_teacher(spec)
+        teacher = load_teacher(spec) if needed or given else None  # before any data work
         about: dict[str, Any] = {"kd": cfg.kd.name}
         if teacher is not None:
             about["teacher"] = teacher.source
