@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pocketnet.models.fold import fold_batchnorm
+from pocketnet.models.inference import fast_inference_copy
 from pocketnet.models.pocketnet.ops import FactorizedReduce, PoolBN
 
 
@@ -59,3 +60,20 @@ def test_folding_a_training_factorized_reduce_is_refused():
     with pytest.raises(ValueError, match="eval mode"):
         reduce.fold_batchnorm()
     assert isinstance(reduce.bn, nn.BatchNorm2d)
+
+
+def test_fast_inference_copy_gives_the_same_embeddings_and_leaves_the_model():
+    torch.manual_seed(2)
+    net = _with_statistics(timm.create_model("pocketnet_s_128", input_size=32)).train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(3, 3, 32, 32)
+    fast = fast_inference_copy(net)
+    with torch.no_grad():
+        after = F.normalize(fast(x))
+        before = F.normalize(net.eval()(x))
+    torch.testing.assert_close(after, before, rtol=0, atol=2e-5)
+    assert not fast.training and len(_batchnorms(fast)) < len(_batchnorms(net))
+    convs = [m.weight for m in fast.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(v.equal(state[k]) for k, v in net.state_dict().items())  # the model is untouched
+    assert all(m.weight.is_contiguous() for m in net.modules() if isinstance(m, nn.Conv2d))

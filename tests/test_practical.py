@@ -40,6 +40,7 @@ def _small() -> torch.nn.Module:
 def _expected_keys(onnx: bool = True, linux_memory: bool = True) -> list[str]:
     keys = ["input size", "params", "MFLOPs", "MFLOPs (paper)", "flops convention", "threads"]
     keys += ["latency ms", "latency ms p90", "batch", "throughput img/s"]
+    keys += ["fast inference", "fast latency ms", "fast throughput img/s"]
     keys += list(LINUX_MEMORY) if linux_memory else []
     keys += list(CUDA_MEMORY) if torch.cuda.is_available() else []
     return keys + ["size fp32 MB", "size fp16 MB"] + (["size onnx MB"] if onnx else [])

@@ -469,6 +469,7 @@ class EvalConfig:
     save_embeddings: bool = MISSING
     practical: bool = MISSING  # params, FLOPs, latency, throughput, memory, sizes
     onnx: bool = MISSING  # the ONNX size among the practical metrics
+    fast_inference: bool = MISSING  # embed with BN folded + channels-last; time both ways
 
 
 @dataclass

@@ -48,6 +48,7 @@ from pocketnet.evaluation.verification import (
     roc_curve,
     verification_scores,
 )
+from pocketnet.models.inference import fast_inference_copy
 from pocketnet.runtime import SetupError, build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         device, model = torch.device("cpu"), loaded.backbone
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = loaded.backbone.to(device)
+        model = loaded.backbone
+        model = (fast_inference_copy(model) if cfg.eval.fast_inference else model).to(device)
     results: dict[str, dict[str, float]] = {}
     for vset in sets:
         embeddings = embed_set(model, vset.dataset, transform, cfg.eval.batch_size, device)
@@ -222,7 +224,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         }
     if cfg.eval.practical:
         metrics["practical"] = practical_metrics(
-            loaded.backbone.cpu(), loaded.input_size, out / "artefacts", onnx=cfg.eval.onnx
+            loaded.backbone.cpu(),
+            loaded.input_size,
+            out / "artefacts",
+            onnx=cfg.eval.onnx,
+            fast=cfg.eval.fast_inference,
         )
         write_practical(metrics["practical"], out / "practical.json")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

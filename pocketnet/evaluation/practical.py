@@ -16,6 +16,10 @@ Keys, in order (``MB`` = 10^6 bytes):
 * ``latency ms``, ``latency ms p90``: median and 90th percentile of a batch-1 forward on the CPU
   (eval, ``torch.inference_mode()``, after warm-up), see ``profile.cpu_latency``;
 * ``batch``, ``throughput img/s``: ``batch`` / the median time of a batch-``batch`` CPU forward;
+* ``fast inference``, ``fast latency ms``, ``fast throughput img/s``: the same two timings of
+  the copy pocketnet runs inference with (BatchNorm folded, channels-last:
+  :func:`pocketnet.models.inference.fast_inference_copy`); the eager figures are what an
+  unmodified PyTorch model gives;
 * ``RSS before MB``, ``peak RSS MB``, ``peak RSS increase MB``: the process's resident set size
   just before the CPU timings, its high-water mark while they ran (batch 1, then batch
   ``batch``), and the difference: what inference added on top of what the process already held
@@ -47,6 +51,7 @@ from pocketnet.evaluation.export import (
 )
 from pocketnet.evaluation.flops import count_flops_detailed
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
+from pocketnet.models.inference import FAST_INFERENCE, fast_inference_copy
 
 __all__ = ["FLOPS_CONVENTION", "RssPeak", "practical_metrics", "rss_peak", "write_practical"]
 
@@ -121,13 +126,15 @@ def practical_metrics(
     warmup: int = 10,
     runs: int = 50,
     budget_s: float = 3.0,
+    fast: bool = True,
 ) -> dict[str, float | int | str]:
     """The practical metrics of ``model`` on ``input_size`` square images (module docstring).
 
     Batch-1 latency: ``runs`` timed forwards after ``warmup``, fewer (at least 10) past
     ``budget_s``; throughput: up to ``runs`` batch-``batch`` forwards after one warm-up, fewer
-    (at least 3) past ``budget_s``. Weight files (and the ONNX graph) are written to ``workdir``;
-    ``export_onnx``'s ``ValueError`` propagates for a model that cannot be exported.
+    (at least 3) past ``budget_s``; both again for the fast inference copy when ``fast``.
+    Weight files (and the ONNX graph) are written to ``workdir``; ``export_onnx``'s
+    ``ValueError`` propagates for a model that cannot be exported.
     """
     workdir = Path(workdir)
     metrics: dict[str, float | int | str] = {
@@ -140,18 +147,22 @@ def practical_metrics(
             metrics["MFLOPs (paper)"] = count_flops_detailed(model, input_size) / 1e6
         metrics["flops convention"] = FLOPS_CONVENTION
         metrics["threads"] = torch.get_num_threads()
-        timings: dict[str, tuple[float, float]] = {}
 
-        def infer() -> None:
-            timings["one"] = cpu_latency(model, input_size, warmup, runs, budget_s)
-            timings["batch"] = cpu_latency(
-                model, input_size, 1, runs, budget_s, batch=batch, min_runs=3
-            )
+        def speed(net: nn.Module) -> tuple[tuple[float, float], float]:
+            one = cpu_latency(net, input_size, warmup, runs, budget_s)
+            many = cpu_latency(net, input_size, 1, runs, budget_s, batch=batch, min_runs=3)
+            return one, batch / (many[0] / 1e3)
 
-        memory = rss_peak(infer)
-        metrics["latency ms"], metrics["latency ms p90"] = timings["one"]
+        timings: list[tuple[tuple[float, float], float]] = []
+        memory = rss_peak(lambda: timings.append(speed(model)))
+        (metrics["latency ms"], metrics["latency ms p90"]), throughput = timings[0]
         metrics["batch"] = batch
-        metrics["throughput img/s"] = batch / (timings["batch"][0] / 1e3)
+        metrics["throughput img/s"] = throughput
+        if fast:
+            metrics["fast inference"] = FAST_INFERENCE
+            (metrics["fast latency ms"], _), metrics["fast throughput img/s"] = speed(
+                fast_inference_copy(model)
+            )
         if memory is not None:
             metrics["RSS before MB"] = memory.before / 1e6
             metrics["peak RSS MB"] = memory.peak / 1e6

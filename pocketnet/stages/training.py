@@ -25,6 +25,7 @@ from pocketnet.evaluation.practical import practical_metrics, write_practical
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.inference import inputs_channels_last
 from pocketnet.results import RunResult
 from pocketnet.run_folder import LAST, latest_checkpoint, run_folder_of
 from pocketnet.runtime import (
@@ -140,10 +141,6 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     return kwargs
 
 
-def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-
-
 def apply_speed_options(
     backbone: nn.Module, channels_last: bool, compile: bool
 ) -> Callable[[], None]:
@@ -153,7 +150,7 @@ def apply_speed_options(
     hook = None
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
-        hook = backbone.register_forward_pre_hook(_to_channels_last)
+        hook = backbone.register_forward_pre_hook(inputs_channels_last)
     if compile:
         backbone.compile()
 
