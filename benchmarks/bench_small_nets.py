@@ -171,8 +171,12 @@ def bench_training(net: nn.Module, steps: int, batch: int, use_compile: bool) ->
         )
         for _ in range(steps + 2)
     ]
-    variants = [(False, False, False), (True, False, False), (False, False, True)]
-    variants += [(True, False, True)]
+    variants = [
+        (False, False, False),
+        (True, False, False),
+        (False, False, True),
+        (True, False, True),
+    ]
     if use_compile:
         variants += [(False, True, False), (True, True, False)]
     title = f"training step (batch {batch})"

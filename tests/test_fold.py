@@ -4,11 +4,13 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
 from torch import nn
 
 from pocketnet.models.fold import fold_batchnorm
 from pocketnet.models.inference import fast_inference_copy
 from pocketnet.models.pocketnet.ops import FactorizedReduce, PoolBN
+from pocketnet.models.timm_models import FACE_MODELS
 
 
 def _with_statistics(net: nn.Module) -> nn.Module:
@@ -60,6 +62,35 @@ def test_folding_a_training_factorized_reduce_is_refused():
     with pytest.raises(ValueError, match="eval mode"):
         reduce.fold_batchnorm()
     assert isinstance(reduce.bn, nn.BatchNorm2d)
+
+
+def test_a_batchnorm_that_does_more_is_not_folded():
+    """timm's BatchNormAct2d also applies its activation: folding it would drop the ReLU."""
+    torch.manual_seed(3)
+    seq = _with_statistics(nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct2d(8), nn.Flatten()))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        before = seq(x)
+        assert fold_batchnorm(seq) == 0
+        torch.testing.assert_close(seq(x), before, rtol=0, atol=0)
+    assert (before >= 0).all() and (before == 0).any()  # the ReLU is what would be lost
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in FACE_MODELS if n not in ("iresnet50", "iresnet100")] + ["timm_densenet"]
+)
+def test_every_face_net_keeps_its_embeddings_in_its_fast_inference_copy(name):
+    torch.manual_seed(4)
+    if name == "timm_densenet":  # timm's BatchNormAct2d inside Sequentials
+        net = timm.create_model("densenet121", num_classes=0, growth_rate=8, block_config=(1, 1))
+    else:
+        net = timm.create_model(name, input_size=32)
+    net = _with_statistics(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            F.normalize(fast_inference_copy(net)(x)), F.normalize(net(x)), rtol=0, atol=2e-5
+        )
 
 
 def test_fast_inference_copy_gives_the_same_embeddings_and_leaves_the_model():

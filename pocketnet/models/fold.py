@@ -26,10 +26,19 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+def _plain_batchnorm(module: nn.Module) -> bool:
+    """A BatchNorm that only normalises with running statistics: not a subclass that does more
+    in its forward (timm's ``BatchNormAct2d`` also applies its activation and dropout)."""
+    plain = type(module) in (nn.BatchNorm1d, nn.BatchNorm2d)
+    return plain and module.track_running_stats and module.running_mean is not None
+
+
 def _fold_sequential(seq: nn.Sequential) -> int:
     folded = 0
     for i in range(len(seq) - 1):
         layer, bn = seq[i], seq[i + 1]
+        if not _plain_batchnorm(bn):
+            continue
         if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
             seq[i] = fuse_conv_bn_eval(layer, bn)
         elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
