@@ -269,9 +269,10 @@ def markdown(
     groups: list[Group],
     over: list[str],
     metrics: list[str] | None = None,
+    title: str | None = None,
 ) -> str:
     """The groups as a markdown table of ``mean ± std`` cells: ``metrics`` (default every
-    figure but the val/* ones, which are in the CSVs)."""
+    figure but the val/* ones, which are in the CSVs), under ``title`` (default: the folder)."""
     if metrics is None:
         metrics = [m for m in ordered_metrics(runs) if not m.startswith("val/")]
     keys = list(groups[0].config)
@@ -282,7 +283,7 @@ def markdown(
     ]
     head = [*keys, "n", *metrics]
     lines = [
-        f"# Report: {root}",
+        f"# {title or f'Report: {root}'}",
         "",
         f"{len(runs)} runs in {len(groups)} groups: mean ± sample std (ddof=1) over "
         f"{', '.join(f'`{k}`' for k in over)}; a group of one run shows its value without std "
@@ -418,6 +419,7 @@ def write_report(
     use_wandb: bool = False,
     wandb_online: bool = False,
     console: Console | None = None,
+    title: str | None = None,
 ) -> list[Path]:
     """Collect, group and write everything; warnings go to stderr. Returns the files written."""
     over = over or ["seed"]
@@ -441,7 +443,7 @@ def write_report(
     for name, path in (("runs", "report.csv"), ("summary", "report_summary.csv")):
         _write_csv(out / path, *tables[name])
         written.append(out / path)
-    text = markdown(root, runs, groups, over)
+    text = markdown(root, runs, groups, over, title=title)
     images = []
     study = _optuna_study(root)
     if study is not None:
@@ -488,6 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         help="override key to average over (repeatable; default: seed)",
     )
     parser.add_argument("--metric", help="accuracy for the plots (default: 'best acc')")
+    parser.add_argument("--title", help="report.md's heading (default: 'Report: <folder>')")
     parser.add_argument("--wandb", action="store_true", help="log tables and plots to wandb")
     parser.add_argument(
         "--wandb-online", action="store_true", help="with --wandb: sync online (default offline)"
@@ -501,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
             args.metric,
             args.wandb or args.wandb_online,
             args.wandb_online,
+            title=args.title,
         )
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)

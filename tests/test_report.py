@@ -59,7 +59,7 @@ def sweep(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(sweep, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    main([str(sweep), "--out", str(out)])
+    main([str(sweep), "--out", str(out), "--title", "Heads x widths, seeds 1-2"])
     return out
 
 
@@ -113,6 +113,7 @@ def test_groups_over_seeds_give_the_right_means(sweep, report):
 
 def test_markdown_table_and_plots(report):
     text = (report / "report.md").read_text()
+    assert text.startswith("# Heads x widths, seeds 1-2\n")
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 4
     head = [c.strip() for c in table[0].strip("|").split("|")]
@@ -202,6 +203,7 @@ def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "pipeline" / "multiruns").iterdir()
     main([str(sweep)])
+    assert (sweep / "report.md").read_text().startswith(f"# Report: {sweep}\n")
 
     rows = _rows(sweep / "report.csv")
     assert [(r["seed"], r["pipeline_run"]) for r in rows] == [
