@@ -92,3 +92,4 @@ def bench(session: nox.Session) -> None:
     session.run(_bin("python"), "benchmarks/bench_partial_fc.py")
     session.run(_bin("python"), "benchmarks/bench_speed_options.py")
     session.run(_bin("python"), "benchmarks/bench_small_nets.py")
+    session.run(_bin("python"), "benchmarks/bench_int8_recipes.py")
