@@ -29,7 +29,7 @@ from bench_onnx import calibrate_bn
 import pocketnet  # noqa: F401  (registers the face backbones with timm)
 from pocketnet.evaluation.export import INPUT_NAME, export_onnx, onnxruntime, ort_session
 from pocketnet.evaluation.formats import interleaved_ms
-from pocketnet.evaluation.int8 import _Batches
+from pocketnet.evaluation.int8 import CalibrationBatches
 
 SIZE = 112
 
@@ -82,7 +82,7 @@ def bench(name: str, threads: int) -> None:
             quantize_static(
                 str(prepared),
                 str(path),
-                _Batches(images, 32),
+                CalibrationBatches(images, 32),
                 op_types_to_quantize=[op for op in registry if "Normalization" not in op],
                 **{"per_channel": True, "activation_type": QuantType.QInt8, **recipe},
                 weight_type=QuantType.QInt8,

@@ -199,8 +199,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
         device, model = torch.device("cpu"), loaded.backbone
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = loaded.backbone
-        model = (fast_inference_copy(model) if cfg.eval.fast_inference else model).to(device)
+        fast = cfg.eval.fast_inference
+        model = (fast_inference_copy(loaded.backbone) if fast else loaded.backbone).to(device)
     results: dict[str, dict[str, float]] = {}
     for vset in sets:
         embeddings = embed_set(model, vset.dataset, transform, cfg.eval.batch_size, device)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.evaluation.export import INPUT_NAME, onnxruntime, write_atomic
 
-__all__ = ["calibration_images", "quantize_int8"]
+__all__ = ["CalibrationBatches", "calibration_images", "quantize_int8"]
 
 
 def calibration_images(
@@ -34,7 +34,7 @@ def calibration_images(
         return torch.cat([transform(images) for images, *_ in loader]).numpy()
 
 
-class _Batches:
+class CalibrationBatches:
     """ONNX Runtime's calibration reader over an array of images, ``batch_size`` at a time."""
 
     def __init__(self, images: np.ndarray, batch_size: int):
@@ -62,7 +62,7 @@ def quantize_int8(
             quantize_static(
                 str(prepared),
                 str(tmp),
-                _Batches(images, batch_size),
+                CalibrationBatches(images, batch_size),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=[op for op in QDQRegistry if "Normalization" not in op],
                 per_channel=True,
