@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import lightning as L
@@ -137,8 +138,10 @@ def test_a_resumed_run_goes_on_in_its_folder(tmp_path, monkeypatch):
     assert [e["sha256"] for e in banks[1]["entries"]] == [e["sha256"] for e in banks[0]["entries"]]
     # the same rows (within a step, the resumed run may log its metrics in another order)
     assert _rows(out / "csv" / "metrics.csv") == _rows(whole / "csv" / "metrics.csv")
-    runs = sorted(p.name for p in (out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({name.rsplit("-", 1)[1] for name in runs}) == 1
+    # offline-run-<time>-<id>, with a "-1" suffix when the resume starts within the same second
+    runs = [p.name for p in (out / "wandb").glob("offline-run-*")]
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?", name).group(1) for name in runs}
+    assert len(runs) == 2 and len(ids) == 1, runs
 
 
 def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path, monkeypatch):
