@@ -5,7 +5,9 @@ a pipeline run gives one row per sub-run, named in the ``pipeline_run`` column) 
 ``report.csv``; an Optuna sweep's trials in ``optuna_trials.csv``, its best trial in ``report.md``
 and the objective by trial in ``optuna_objective.png``; runs that differ only by ``seed`` (or the
 ``--over`` keys) grouped into mean ± sample std in ``report_summary.csv`` and ``report.md``;
-accuracy vs MFLOPs and vs params (one point per group, std error bars) and latency bars as PNGs;
+accuracy vs MFLOPs and vs params (one point per group, std error bars), each set's accuracy per
+group (every run a dot, the mean ± std beside them: what an ablation compares) and latency bars as
+PNGs;
 optionally all of it as tables and images in one wandb run. Plots are drawn on bare matplotlib
 Figures (never ``pyplot``).
 """
@@ -33,7 +35,16 @@ from pocketnet.console import console as make_console
 from pocketnet.results import PipelineResult, RunResult, load_results
 from pocketnet.studies import Study, find_study, load_study, objective_plot, study_markdown
 
-__all__ = ["Group", "ReportError", "Run", "collect_runs", "group_runs", "main", "write_report"]
+__all__ = [
+    "Group",
+    "ReportError",
+    "Run",
+    "accuracy_by_group",
+    "collect_runs",
+    "group_runs",
+    "main",
+    "write_report",
+]
 
 RESULTS, PRACTICAL = "results.json", "practical.json"
 # Numbers in results.json / practical.json that describe the setup rather than measure the run.
@@ -338,6 +349,36 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
+    """One panel per metric: each group's runs as dots and their mean ± std as a bar beside."""
+    width = max(5.0, 1.1 * len(groups) + 2)
+    fig = Figure(figsize=(width * len(metrics), 4.8), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
+        for i, g in enumerate(groups):
+            values = g.values(metric)
+            if not values:
+                continue
+            ax.scatter([i - 0.12] * len(values), values, s=18, color="0.45", zorder=3)
+            std = g.std(metric)
+            ax.errorbar(
+                i + 0.12,
+                g.mean(metric),
+                yerr=None if math.isnan(std) else std,
+                fmt="o",
+                capsize=5,
+                markersize=7,
+                color=f"C{i % 10}",
+            )
+        ax.set_xticks(
+            range(len(groups)), [g.label for g in groups], rotation=25, ha="right", fontsize=8
+        )
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}: runs (grey) and mean ± std")
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 def latency_plot(groups: list[Group], metric: str, path: Path) -> Path:
     """One bar per group: mean ``metric`` with its std."""
     fig = Figure(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.5), layout="constrained")
@@ -459,6 +500,9 @@ def write_report(
             images.append(accuracy_plot(groups, x, metric, out / name))
         else:
             print(f"warning: no {x!r} figure in the runs; {name} not drawn", file=sys.stderr)
+    per_set = [m for m in accuracy if m != "best acc"] or accuracy
+    if per_set:
+        images.append(_save(accuracy_by_group(groups, per_set), out / "accuracy.png"))
     latency = next((m for m in LATENCY if m in metrics), None)
     if latency is not None:
         images.append(latency_plot(groups, latency, out / "latency.png"))

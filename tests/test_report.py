@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
-from pocketnet.report import main
+from pocketnet.report import accuracy_by_group, collect_runs, group_runs, main, swept_keys
 from pocketnet.results import load_results
 
 BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOTS = ("accuracy_vs_flops.png", "accuracy_vs_params.png", "latency.png")
+PLOTS = ("accuracy_vs_flops.png", "accuracy_vs_params.png", "accuracy.png", "latency.png")
 SWEEP = [
     "stage=teacher",
     "debug=fast",
@@ -128,6 +129,17 @@ def test_markdown_table_and_plots(report):
         image = imread(path)
         assert min(image.shape[:2]) > 200
         assert len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20, f"{name} is blank"
+
+
+def test_accuracy_figure_shows_every_run_and_each_groups_mean(sweep):
+    runs, _ = collect_runs(sweep)
+    groups = group_runs(runs, swept_keys(sweep, runs), ["seed"])
+    (ax,) = accuracy_by_group(groups, ["synthetic acc"]).axes
+    dots = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    assert sorted(y for d in dots for _, y in d) == sorted(r.metrics["synthetic acc"] for r in runs)
+    means = [line.get_ydata()[0] for line in ax.lines if line.get_marker() == "o"]
+    assert means == pytest.approx([statistics.fmean(g.values("synthetic acc")) for g in groups])
+    assert [t.get_text() for t in ax.get_xticklabels()] == [g.label for g in groups]
 
 
 def test_empty_directory_is_a_one_line_error(tmp_path):
