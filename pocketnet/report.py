@@ -350,15 +350,17 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
 
 
 def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
-    """One panel per metric: each group's runs as dots and their mean ± std as a bar beside."""
+    """One panel per metric, stacked: each group's runs as dots (spread sideways, so equal values
+    stay visible) and their mean ± std beside them; n under each group's label."""
     width = max(5.0, 1.1 * len(groups) + 2)
-    fig = Figure(figsize=(width * len(metrics), 4.8), layout="constrained")
-    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
+    fig = Figure(figsize=(width, 4.8 * len(metrics)), layout="constrained")
+    for ax, metric in zip(fig.subplots(len(metrics), 1, squeeze=False)[:, 0], metrics, strict=True):
         for i, g in enumerate(groups):
             values = g.values(metric)
             if not values:
                 continue
-            ax.scatter([i - 0.12] * len(values), values, s=18, color="0.45", zorder=3)
+            spread = [i - 0.3 + 0.2 * j / max(len(values) - 1, 1) for j in range(len(values))]
+            ax.scatter(spread, values, s=18, color="0.45", zorder=3)
             std = g.std(metric)
             ax.errorbar(
                 i + 0.12,
@@ -369,9 +371,8 @@ def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
                 markersize=7,
                 color=f"C{i % 10}",
             )
-        ax.set_xticks(
-            range(len(groups)), [g.label for g in groups], rotation=25, ha="right", fontsize=8
-        )
+        labels = [f"{g.label}\nn={len(g.values(metric))}" for g in groups]
+        ax.set_xticks(range(len(groups)), labels, rotation=25, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}: runs (grey) and mean ± std")

@@ -5,13 +5,17 @@ test_every_option_runs.py up to its one-line error for the missing MS1MV2 pack."
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pocketnet.config.compose import compose as compose_config
+from pocketnet.distill.shared_teacher import teacher_run_config
+from pocketnet.runtime import SetupError
+from tests.conftest import compose_run
 
 TABLES = {
     "kd_ablation_ms1mv2": {
         "backbone": "pocketnet_s_128,pocketnet_m_128",
-        "kd": "none,embedding,multi_step",
+        "kd": "none,embedding,multi_step,adadistill",
     },
     "kd_types_ms1mv2": {
         "backbone": "resnet18,mobilenetv2",
@@ -29,7 +33,7 @@ TABLES = {
 def _recipe(cfg) -> None:
     """PocketNet's MS1MV2 recipe: 112 px, flip only, batch 128 a GPU (x4 = 512), SGD 0.1 with
     momentum 0.9 and wd 5e-4, the lr x0.1 at epochs 8, 14, 20, 25 of 26, ArcFace s=64 m=0.5,
-    gradient clip 5, DDP over every GPU."""
+    gradient clip 5 (norm), DDP on 4 GPUs, every class centre in every step."""
     d, s, h, t = cfg.data, cfg.stage, cfg.head, cfg.trainer
     assert (d.name, d.root.rsplit("/", 1)[1], d.resolution, d.flip) == (
         "rec",
@@ -46,8 +50,10 @@ def _recipe(cfg) -> None:
         0.1,
     )
     assert s.scheduler.warmup_epochs == 0
-    assert (t.max_epochs, t.gradient_clip_val, t.strategy, t.devices) == (26, 5.0, "ddp", -1)
-    assert (h.name, h.s, h.m1, h.m2, h.m3) == ("arcface", 64.0, 1.0, 0.5, 0.0)
+    assert (t.max_epochs, t.gradient_clip_val, t.gradient_clip_algorithm) == (26, 5.0, "norm")
+    assert (t.strategy, t.num_nodes, t.accumulate_grad_batches) == ("ddp", 1, 1)
+    assert d.batch_size * t.devices == 512  # the papers' global batch
+    assert (h.name, h.s, h.m1, h.m2, h.m3, h.sample_rate) == ("arcface", 64.0, 1.0, 0.5, 0.0, 1.0)
 
 
 def test_the_teacher_is_pocketnets_iresnet100_with_a_bank_every_epoch(compose):
@@ -81,7 +87,7 @@ def test_the_pipeline_distils_pocketnet_s_128_step_by_step(compose):
 
 
 @pytest.mark.parametrize("table", ["student_ms1mv2", *TABLES])
-def test_every_table_shares_the_one_teacher_and_keeps_the_recipe(compose, table):
+def test_every_student_table_names_teacher_ms1mv2_and_keeps_the_recipe(compose, table):
     cfg = compose([f"experiment={table}"])
     _recipe(cfg)
     if cfg.stage.name == "teacher":  # the NAS ablation trains its genotypes alone
@@ -89,8 +95,9 @@ def test_every_table_shares_the_one_teacher_and_keeps_the_recipe(compose, table)
         return
     train = list(cfg.stage.teacher.train)
     assert train[0] == "experiment=teacher_ms1mv2"
-    teacher = compose(train)
+    teacher = compose(train)  # what its student composes (with its trainer choice, ddp)
     _recipe(teacher)
+    assert (teacher.stage.bank.enabled, teacher.stage.bank.every_n_epochs) == (True, 1)
     assert teacher.backbone.name == "iresnet100"
     assert teacher.backbone.embedding_size == cfg.backbone.embedding_size  # no projection
     if table == "resolution_ms1mv2":  # KT copies the teacher's weights: the same net
@@ -101,3 +108,12 @@ def test_every_table_shares_the_one_teacher_and_keeps_the_recipe(compose, table)
 def test_every_table_sweeps_its_arms(compose, table):  # compose: registers the schemas
     cfg = compose_config([f"experiment={table}"], with_hydra=True)
     assert dict(cfg.hydra.sweeper.params) == TABLES[table]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() >= 4, reason="needs a machine without 4 GPUs")
+def test_a_student_on_the_cpu_is_told_its_teacher_wants_the_gpus(tmp_path):
+    """The student's own trainer keys do not reach its shared teacher: the error says so."""
+    cfg = compose_run(tmp_path, ["experiment=student_ms1mv2", "trainer.accelerator=cpu"])
+    with pytest.raises(SetupError, match=r"shared teacher .*CUDA GPU.*trainer=cpu\)$") as err:
+        teacher_run_config(cfg)
+    assert "experiment=teacher_ms1mv2" in str(err.value) and "\n" not in str(err.value)

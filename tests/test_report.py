@@ -139,7 +139,10 @@ def test_accuracy_figure_shows_every_run_and_each_groups_mean(sweep):
     assert sorted(y for d in dots for _, y in d) == sorted(r.metrics["synthetic acc"] for r in runs)
     means = [line.get_ydata()[0] for line in ax.lines if line.get_marker() == "o"]
     assert means == pytest.approx([statistics.fmean(g.values("synthetic acc")) for g in groups])
-    assert [t.get_text() for t in ax.get_xticklabels()] == [g.label for g in groups]
+    labels = [f"{g.label}\nn={len(g.runs)}" for g in groups]
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    xs = [x for d in dots for x, _ in d]
+    assert len(set(xs)) == len(xs)  # equal accuracies stay apart
 
 
 def test_empty_directory_is_a_one_line_error(tmp_path):

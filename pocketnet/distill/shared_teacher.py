@@ -107,7 +107,13 @@ def teacher_run_config(student: DictConfig) -> DictConfig:
         cfg.print_config = False
         cfg.ckpt_path = LAST  # an interrupted teacher run resumes
     check_values(cfg)
-    check_devices(cfg)
+    try:
+        check_devices(cfg)
+    except SetupError as err:  # the student's trainer keys do not reach its teacher
+        raise SetupError(
+            f"the shared teacher of stage.teacher.train={overrides}: {err} (its trainer is its "
+            "own overrides' plus the student's trainer= choice: e.g. trainer=cpu)"
+        ) from None
     return cfg
 
 
