@@ -29,7 +29,7 @@ from bench_onnx import calibrate_bn
 import pocketnet  # noqa: F401  (registers the face backbones with timm)
 from pocketnet.evaluation.export import INPUT_NAME, export_onnx, onnxruntime, ort_session
 from pocketnet.evaluation.formats import interleaved_ms
-from pocketnet.evaluation.int8 import CalibrationBatches
+from pocketnet.evaluation.int8 import quantize_int8
 
 SIZE = 112
 
@@ -58,10 +58,6 @@ def recipes(depthwise: list[str]) -> dict[str, dict]:
 
 def bench(name: str, threads: int) -> None:
     ort = onnxruntime()
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     torch.manual_seed(0)
     model = timm.create_model(name, input_size=SIZE)
     calibrate_bn(model, SIZE)
@@ -70,23 +66,10 @@ def bench(name: str, threads: int) -> None:
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model.eval(), SIZE, Path(tmp) / "fp32.onnx")
-        prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        depthwise = depthwise_convs(prepared)
+        depthwise = depthwise_convs(fp32)  # the names survive quantize_int8's pre-processing
         sessions = {"fp32": ort_session(fp32, options)}
         for i, (label, recipe) in enumerate(recipes(depthwise).items()):
-            registry = (
-                QDQRegistry if recipe["quant_format"] == QuantFormat.QDQ else QLinearOpsRegistry
-            )
-            path = Path(tmp) / f"int8_{i}.onnx"
-            quantize_static(
-                str(prepared),
-                str(path),
-                CalibrationBatches(images, 32),
-                op_types_to_quantize=[op for op in registry if "Normalization" not in op],
-                **{"per_channel": True, "activation_type": QuantType.QInt8, **recipe},
-                weight_type=QuantType.QInt8,
-            )
+            path = quantize_int8(fp32, Path(tmp) / f"int8_{i}.onnx", images, **recipe)
             sessions[label] = ort_session(path, options)
     feed = {INPUT_NAME: images[:1]}
     embedding = {k: s.run(None, feed)[0][0] for k, s in sessions.items()}

@@ -8,6 +8,7 @@ has no channel axis to quantise per channel.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.evaluation.export import INPUT_NAME, onnxruntime, write_atomic
 
-__all__ = ["CalibrationBatches", "calibration_images", "quantize_int8"]
+__all__ = ["calibration_images", "quantize_int8"]
 
 
 def calibration_images(
@@ -34,7 +35,7 @@ def calibration_images(
         return torch.cat([transform(images) for images, *_ in loader]).numpy()
 
 
-class CalibrationBatches:
+class _Batches:
     """ONNX Runtime's calibration reader over an array of images, ``batch_size`` at a time."""
 
     def __init__(self, images: np.ndarray, batch_size: int):
@@ -46,14 +47,29 @@ class CalibrationBatches:
 
 
 def quantize_int8(
-    fp32: str | Path, path: str | Path, images: np.ndarray, batch_size: int = 32
+    fp32: str | Path,
+    path: str | Path,
+    images: np.ndarray,
+    batch_size: int = 32,
+    **recipe: Any,
 ) -> Path:
-    """The fp32 ONNX graph at ``fp32`` quantised to static int8 (QDQ) at ``path``, calibrated
-    on ``images`` (N, 3, H, W) float32."""
+    """The fp32 ONNX graph at ``fp32`` quantised to static int8 at ``path``, calibrated on
+    ``images`` (N, 3, H, W) float32: QDQ, int8 activations and per-channel int8 weights, or
+    ``recipe``'s other ``quantize_static`` arguments (``quant_format``, ``per_channel``,
+    ``activation_type``, ``nodes_to_exclude``, ...)."""
     onnxruntime()  # telemetry off before ONNX Runtime's quantization imports it
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.registry import QDQRegistry
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    options = {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QInt8,  # S8S8: ONNX Runtime's choice for x86
+        "weight_type": QuantType.QInt8,
+        **recipe,
+    }
+    registry = QDQRegistry if options["quant_format"] == QuantFormat.QDQ else QLinearOpsRegistry
 
     def write(tmp: Path) -> None:
         prepared = tmp.with_name(tmp.name + ".pre.onnx")
@@ -62,12 +78,9 @@ def quantize_int8(
             quantize_static(
                 str(prepared),
                 str(tmp),
-                CalibrationBatches(images, batch_size),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=[op for op in QDQRegistry if "Normalization" not in op],
-                per_channel=True,
-                activation_type=QuantType.QInt8,  # S8S8: ONNX Runtime's choice for x86
-                weight_type=QuantType.QInt8,
+                _Batches(images, batch_size),
+                op_types_to_quantize=[op for op in registry if "Normalization" not in op],
+                **options,
             )
         finally:
             prepared.unlink(missing_ok=True)
