@@ -23,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from pocketnet.checkpoint_io import atomic_write
 from pocketnet.untrusted import load_torch_file
@@ -95,8 +96,20 @@ class TeacherBank:
         atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=1).encode()))
 
 
+def reported_weights(trainer: L.Trainer, module: L.LightningModule) -> L.LightningModule:
+    """The weights a run reports: with a weight-averaging callback (``callbacks=[default,ema]``)
+    the average's, which validation, checkpoints and the trained model use; else ``module``."""
+    for callback in trainer.callbacks:
+        # Lightning keeps the average private; it is None before fit
+        average = getattr(callback, "_average_model", None)
+        if isinstance(callback, WeightAveraging) and average is not None:
+            return average.module
+    return module
+
+
 class TeacherBankCallback(L.Callback):
-    """Saves backbone + head at the end of every n-th epoch and/or at fractions of training.
+    """Saves backbone + head at the end of every n-th epoch and/or at fractions of training
+    (the weight average's when one runs: :func:`reported_weights`).
 
     ``model_config`` (backbone and head configs, input size, class count) is stored in every file
     so that a student stage can rebuild the teacher without the teacher's run config.
@@ -122,6 +135,7 @@ class TeacherBankCallback(L.Callback):
         self.fractions = sorted(fractions)
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
+        module = reported_weights(trainer, module)
         head = module.head.full_state_dict()  # every process: a sharded head gathers
         if not trainer.is_global_zero:
             return
