@@ -10,7 +10,8 @@ random BatchNorm statistics):
   embeddings to eager's (what verification compares);
 - training (forward, a normalised-softmax loss over 1,000 classes, backward, SGD with momentum):
   images/s at batch ``--train-batch`` (32) for eager, channels-last, bf16 autocast (with and
-  without channels-last), compiled, and channels-last + compiled;
+  without channels-last), compiled, channels-last + compiled, and that with the fused SGD
+  kernel (``stage.optimizer.fused=true``; eager's SGD loops over the parameter tensors);
   parity = the largest difference of the first step's loss to eager's.
 Ratios are speeds over eager's. Compile time is printed apart (the first calls).
 
@@ -93,7 +94,7 @@ def inference_variant(
 
 
 def train_variant(
-    net: nn.Module, channels_last: bool, compiled: bool, bf16: bool = False
+    net: nn.Module, channels_last: bool, compiled: bool, bf16: bool = False, fused: bool = False
 ) -> tuple[Callable[[torch.Tensor, torch.Tensor], float], float]:
     """One training step of this variant (a copy of the net and a fresh classifier)."""
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def train_variant(
         model = model.to(memory_format=torch.channels_last)
     torch.manual_seed(1)
     centres = nn.Parameter(torch.randn(CLASSES, model.embedding_size))
-    opt = torch.optim.SGD([*model.parameters(), centres], lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD([*model.parameters(), centres], lr=0.01, momentum=0.9, fused=fused)
     body: Callable[[torch.Tensor], torch.Tensor] = fresh_compile(model) if compiled else model
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -171,21 +172,31 @@ def bench_training(net: nn.Module, steps: int, batch: int, use_compile: bool) ->
         )
         for _ in range(steps + 2)
     ]
-    variants = [
-        (False, False, False),
-        (True, False, False),
-        (False, False, True),
-        (True, False, True),
+    variants = [  # channels-last, compiled, bf16 autocast, fused SGD
+        (False, False, False, False),
+        (True, False, False, False),
+        (False, False, True, False),
+        (True, False, True, False),
+        (False, False, False, True),
     ]
     if use_compile:
-        variants += [(False, True, False), (True, True, False)]
+        variants += [
+            (False, True, False, False),
+            (True, True, False, False),
+            (True, True, False, True),
+        ]
     title = f"training step (batch {batch})"
     print(f"{title:<34} {'img/s':>10} {'speed':>7} {'loss diff':>9} {'set-up':>8}")
     base = first = None
-    for cl, compiled, bf16 in variants:
-        flags = (("channels_last", cl), ("compiled", compiled), ("bf16_autocast", bf16))
+    for cl, compiled, bf16, fused in variants:
+        flags = (
+            ("channels_last", cl),
+            ("compiled", compiled),
+            ("bf16_autocast", bf16),
+            ("fused_sgd", fused),
+        )
         name = "+".join(n for n, on in flags if on)
-        step, setup = train_variant(net, cl, compiled, bf16)
+        step, setup = train_variant(net, cl, compiled, bf16, fused)
         start = time.perf_counter()
         loss = step(*batches[0])  # the first step compiles
         step(*batches[1])

@@ -1,5 +1,6 @@
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,11 +45,34 @@ def test_optimizer_skips_frozen_parameters():
     layer.weight.requires_grad = False
     opt = build_optimizer(
         layer.parameters(),
-        OmegaConf.create(dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)),
+        OmegaConf.create(
+            dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, fused=False)
+        ),
     )
     assert isinstance(opt, torch.optim.SGD)
     assert [p.numel() for g in opt.param_groups for p in g["params"]] == [4]
     assert opt.defaults["nesterov"] is True
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_a_fused_optimizer_takes_the_same_steps(name):
+    """stage.optimizer.fused=true: one fused kernel per update, the same weights after 5 steps."""
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "optimizer" / f"{name}.yaml")
+    del cfg["defaults"]
+    weights = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        start = torch.cat([p.detach().flatten() for p in net.parameters()])
+        opt = build_optimizer(net.parameters(), OmegaConf.merge(cfg, {"fused": fused}))
+        assert opt.defaults["fused"] is fused
+        for _ in range(5):
+            opt.zero_grad()
+            net(torch.randn(4, 8)).square().mean().backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+        assert not torch.allclose(weights[-1], start)
+    torch.testing.assert_close(weights[1], weights[0], rtol=1e-5, atol=1e-6)
 
 
 def _logged_lrs(tmp_path, optimizer: str, *overrides: str):

@@ -162,6 +162,7 @@ class SGDConfig:
     momentum: float = MISSING
     weight_decay: float = MISSING
     nesterov: bool = MISSING
+    fused: bool = MISSING
 
 
 @dataclass
@@ -173,6 +174,7 @@ class AdamWConfig:
     betas: list[float] = MISSING
     eps: float = MISSING
     weight_decay: float = MISSING
+    fused: bool = MISSING
 
 
 @dataclass

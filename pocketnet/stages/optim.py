@@ -44,10 +44,15 @@ def _target(cfg: Any, key: str, *bases: type) -> tuple[type, dict[str, Any]]:
 
 OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], Any], torch.optim.Optimizer]] = {
     "sgd": lambda params, c: torch.optim.SGD(
-        params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov
+        params,
+        lr=c.lr,
+        momentum=c.momentum,
+        weight_decay=c.weight_decay,
+        nesterov=c.nesterov,
+        fused=c.fused,
     ),
     "adamw": lambda params, c: torch.optim.AdamW(
-        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay
+        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=c.fused
     ),
 }
 
