@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import open_dict
 
-from pocketnet.distill.shared_teacher import DONE, teacher_run_config
+from pocketnet.distill.shared_teacher import DONE, _identity, teacher_run_config
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
@@ -72,6 +73,19 @@ def test_the_teacher_folder_follows_the_teachers_config(tmp_path):
         run(_student(tmp_path, "d", "kd=embedding"))
     named = compose_run(tmp_path, [*STUDENT, "stage.teacher.train=['experiment=lfw_dev_teacher']"])
     assert Path(teacher_run_config(named).paths.output_dir).name.startswith("lfw_dev_teacher-")
+
+
+def test_an_option_added_later_keeps_the_teacher_folder_at_its_neutral_value(tmp_path):
+    """stage.optimizer.fused=false trains as the code before the key did: the same folder, so
+    the tables' shared teacher is not trained again; fused=true is another teacher."""
+    cfg = compose_run(tmp_path, ["stage=teacher", "data=tiny"])
+    older = cfg.copy()
+    with open_dict(older):
+        del older.stage.optimizer.fused
+    assert cfg.stage.optimizer.fused is False
+    assert _identity(cfg) == _identity(older)
+    cfg.stage.optimizer.fused = True
+    assert _identity(cfg) != _identity(older)
 
 
 def test_bad_shared_teachers_are_named_before_anything_trains(tmp_path):

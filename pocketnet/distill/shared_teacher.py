@@ -50,6 +50,9 @@ CARRIED = ("debug", "trainer")  # the student command's choices that reach its t
 NOT_IDENTITY = ("paths", "task_name", "print_config", "logger", "latency", "practical", "tags")
 NOT_IDENTITY += ("results_file", "ckpt_path", "hparams_search")
 DATA_LOADING = ("num_workers", "val_batch_size")
+# keys added after teachers were shared, left out at the value that trains as before: adding an
+# option does not retrain (and so split) the teacher every table shares
+NEUTRAL = {("stage", "optimizer", "fused"): False}
 
 
 def _files(root: str | None) -> Any:
@@ -68,6 +71,12 @@ def _identity(cfg: DictConfig) -> str:
     for key in DATA_LOADING:
         data.pop(key, None)
     data["root"] = _files(data.get("root"))
+    for *path, key in NEUTRAL:
+        node = resolved
+        for part in path:
+            node = node.get(part) or {}
+        if key in node and node[key] == NEUTRAL[(*path, key)]:
+            del node[key]
     resolved["pocketnet"] = pocketnet.__version__
     text = json.dumps(resolved, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
