@@ -159,8 +159,6 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
                 auto_insert_metric_name=False,
             )
         )
-        if c.every_n_train_steps is not None:
-            out.append(StepCheckpoint(c.dirpath, c.every_n_train_steps))
         if c.save_last:  # Lightning refreshes its own last.ckpt only when a top-k file is saved
             out.append(
                 cb.ModelCheckpoint(
@@ -175,6 +173,9 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
     if cfg.lr_monitor and has_logger:
         out.append(cb.LearningRateMonitor(logging_interval="step"))
     out += instantiate_extra(cfg.get("extra"), "callbacks.extra", L.Callback)
+    if cfg.checkpoint is not None and cfg.checkpoint.every_n_train_steps is not None:
+        # after the extras: a weight average has taken the step when it saves
+        out.append(StepCheckpoint(cfg.checkpoint.dirpath, cfg.checkpoint.every_n_train_steps))
     out.append(SaveOnFailure(ckpt_dir))
     out.append(RandomState())
     return out

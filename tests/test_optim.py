@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pocketnet.run import run
+from pocketnet.runtime import SetupError
 from pocketnet.stages.optim import build_optimizer, build_target_scheduler, lr_factor_fn
 from tests.conftest import compose_run
 
@@ -150,3 +151,13 @@ def test_a_bad_scheduler_argument_names_the_class():
     node = {"name": "target", "_target_": "torch.optim.lr_scheduler.StepLR", "step": 3}
     with pytest.raises(ValueError, match="StepLR: .*unexpected keyword argument 'step'"):
         build_target_scheduler(opt, OmegaConf.create(node))
+
+
+def test_fused_trains_and_is_refused_where_lightning_cannot_clip_it(tmp_path):
+    fast = ["stage=teacher", "debug=fast", "data=tiny", "print_config=false"]
+    result = run(compose_run(tmp_path / "a", [*fast, "stage.optimizer.fused=true"]))
+    assert result.best_acc is not None
+    mixed = [*fast, "stage.optimizer.fused=true", "trainer.precision=bf16-mixed"]
+    with pytest.raises(SetupError, match=r"fused=true with trainer.precision=bf16-mixed: .* clip"):
+        run(compose_run(tmp_path / "b", mixed))
+    run(compose_run(tmp_path / "c", [*mixed, "trainer.gradient_clip_val=null"]))

@@ -23,9 +23,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
 
 from pocketnet.checkpoint_io import atomic_write
+from pocketnet.ema import reported_weights
 from pocketnet.untrusted import load_torch_file
 
 __all__ = ["BankEntry", "TeacherBank", "TeacherBankCallback"]
@@ -94,17 +94,6 @@ class TeacherBank:
             "entries": [asdict(e) for e in entries],
         }
         atomic_write(self.index_path, lambda f: f.write(json.dumps(index, indent=1).encode()))
-
-
-def reported_weights(trainer: L.Trainer, module: L.LightningModule) -> L.LightningModule:
-    """The weights a run reports: with a weight-averaging callback (``callbacks=[default,ema]``)
-    the average's, which validation, checkpoints and the trained model use; else ``module``."""
-    for callback in trainer.callbacks:
-        # Lightning keeps the average private; it is None before fit
-        average = getattr(callback, "_average_model", None)
-        if isinstance(callback, WeightAveraging) and average is not None:
-            return average.module
-    return module
 
 
 class TeacherBankCallback(L.Callback):

@@ -49,10 +49,15 @@ OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], Any], torch.optim.Opti
         momentum=c.momentum,
         weight_decay=c.weight_decay,
         nesterov=c.nesterov,
-        fused=c.fused,
+        fused=c.get("fused", False),  # absent from configs saved before the key
     ),
     "adamw": lambda params, c: torch.optim.AdamW(
-        params, lr=c.lr, betas=tuple(c.betas), eps=c.eps, weight_decay=c.weight_decay, fused=c.fused
+        params,
+        lr=c.lr,
+        betas=tuple(c.betas),
+        eps=c.eps,
+        weight_decay=c.weight_decay,
+        fused=c.get("fused", False),
     ),
 }
 

@@ -21,6 +21,7 @@ from pocketnet.callbacks import DATA_ERRORS, SaveOnFailure, build_callbacks, one
 from pocketnet.checkpoint_io import AtomicCheckpointIO, check_writable
 from pocketnet.console import print_results
 from pocketnet.data.datamodule import FaceDataModule
+from pocketnet.ema import check_averaging, check_resumable
 from pocketnet.evaluation.practical import practical_metrics, write_practical
 from pocketnet.evaluation.profile import count_flops, count_params, cpu_latency
 from pocketnet.models.factory import backbone_from_config, head_from_config
@@ -130,6 +131,18 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     if kwargs["strategy"] == "ddp" and getattr(module, "adversaries", None):
         # the adversary's backward pass reaches only its discriminator: DDP must be told
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    optimizer = cfg.stage.get("optimizer") or {}
+    if (
+        optimizer.get("fused")
+        and "mixed" in str(kwargs["precision"])
+        and kwargs["gradient_clip_val"]
+    ):
+        raise ValueError(
+            f"stage.optimizer.fused=true with trainer.precision={kwargs['precision']}: Lightning "
+            "cannot clip a fused optimiser's gradients under mixed precision "
+            f"(trainer.gradient_clip_val={kwargs['gradient_clip_val']}); set "
+            "stage.optimizer.fused=false or trainer.gradient_clip_val=null"
+        )
     if not module.automatic_optimization:
         if kwargs["accumulate_grad_batches"] != 1:
             raise ValueError(
@@ -183,6 +196,7 @@ def setup_run(
         plugins=[AtomicCheckpointIO()],
     )
     world = trainer.world_size
+    check_averaging(trainer.callbacks, module, world)
     if world > 1 and cfg.head.sample_rate < 1.0 and module.needs_class_logits:
         raise SetupError(
             f"head.sample_rate={cfg.head.sample_rate} with {world} processes: each process's "
@@ -246,6 +260,7 @@ def _check_resumable(run: Run, ckpt_path: str, payload: Any) -> None:
             f"{len(missing) + len(extra) + len(shapes)} differences): resume with the config "
             "of the run that wrote it"
         )
+    check_resumable(payload, run.trainer.callbacks, ckpt_path)
     data = run.parts.datamodule
     if isinstance(data, FaceDataModule):
         data.check_resumable(payload.get(type(data).__qualname__), run.trainer.world_size)
