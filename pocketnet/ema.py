@@ -8,8 +8,7 @@ after every ``every_n_steps``-th optimiser step, all tensors at once (``torch._f
 Teacher stage only: a student's module holds its frozen teacher and the teacher cache, which the
 average's copy of the module would duplicate, and the search records its genotype from the raw
 architecture weights. A Partial FC head sharded over processes (DDP, ``head.sample_rate < 1``)
-is refused too: the copy is made before the head is sharded. Modules that allow averaging say so
-(``weight_averaging = True``).
+is refused too: the copy is made before the head is sharded.
 """
 
 from __future__ import annotations
@@ -17,12 +16,26 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import WeightAveraging
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from pocketnet.models.partial_fc import PartialFCHead
 
 __all__ = ["WeightEMA", "check_averaging", "check_resumable", "reported_weights"]
+
+
+def _ema(decay: float) -> Any:
+    """``AveragedModel``'s update of a group of tensors of one dtype after its first (a copy):
+    the EMA for floating point ones (cast from the module's precision, e.g. ``bf16-true``), the
+    module's values for counters (BatchNorm's ``num_batches_tracked``)."""
+
+    def update(average: list[torch.Tensor], current: list[torch.Tensor], _: Any) -> None:
+        if average[0].is_floating_point():
+            torch._foreach_lerp_(average, [c.to(average[0].dtype) for c in current], 1 - decay)
+        else:
+            torch._foreach_copy_(average, current)
+
+    return update
 
 
 class WeightEMA(WeightAveraging):
@@ -33,10 +46,15 @@ class WeightEMA(WeightAveraging):
             raise ValueError(f"callbacks.extra.ema.decay={decay}: must lie in (0, 1)")
         if every_n_steps < 1:
             raise ValueError(f"callbacks.extra.ema.every_n_steps={every_n_steps}: must be >= 1")
-        super().__init__(use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        super().__init__(use_buffers=True, multi_avg_fn=_ema(decay))
         self.every_n_steps = every_n_steps
         self._swapped = False  # the average is in the module (during validation)
         self._copied = False  # the average was copied into the module at the end
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._swapped = self._copied = False
+        super().setup(trainer, pl_module, stage)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.every_n_steps == 0
@@ -71,14 +89,10 @@ class WeightEMA(WeightAveraging):
 
 
 def check_averaging(callbacks: list[Any], module: L.LightningModule, world_size: int) -> None:
-    """Weight averaging (any :class:`WeightAveraging` callback) only where it is exact."""
+    """No weight averaging (any :class:`WeightAveraging` callback) of a head sharded over
+    processes (the stage is checked with the config: :mod:`pocketnet.config.values`)."""
     if not any(isinstance(c, WeightAveraging) for c in callbacks):
         return
-    if not getattr(module, "weight_averaging", False):
-        raise ValueError(
-            "callbacks=[default,ema]: weight averaging is for the teacher stage, not this run's "
-            f"{type(module).__name__} (drop ema from callbacks)"
-        )
     if isinstance(getattr(module, "head", None), PartialFCHead) and world_size > 1:
         raise ValueError(
             f"callbacks=[default,ema] with a Partial FC head on {world_size} processes: the "

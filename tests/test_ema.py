@@ -98,7 +98,7 @@ def test_a_stop_during_validation_saves_the_average_as_the_weights(tmp_path):
 
 def test_ema_is_refused_where_it_is_not_exact(tmp_path):
     student = ["stage=student", "backbone=resnet18_tiny", "kd=none"]
-    with pytest.raises(SetupError, match=r"weight averaging is for the teacher stage, not this "):
+    with pytest.raises(SetupError, match=r"ema \(pocketnet.ema.WeightEMA\) averages weights, wh"):
         run(compose_run(tmp_path / "s", [*FAST, *student, *EMA]))
 
     plain = compose_run(tmp_path / "a", FAST)
@@ -109,3 +109,24 @@ def test_ema_is_refused_where_it_is_not_exact(tmp_path):
     resumed = compose_run(tmp_path / "c", [*FAST, "trainer.max_epochs=3", f"ckpt_path={ckpt}"])
     with pytest.raises(SetupError, match=r"written with weight averaging .* with the same callb"):
         run(resumed)
+
+
+def test_the_update_casts_half_precision_weights_and_copies_counters():
+    """trainer.precision=bf16-true: the fp32 average follows bf16 weights; BatchNorm's step
+    counters are the module's, not an average truncated to an integer."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from pocketnet.ema import WeightEMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    average = AveragedModel(net, use_buffers=True, **WeightEMA(decay=0.75)._kwargs)
+    net.to(torch.bfloat16)
+    average.update_parameters(net)  # the first update copies
+    start = net[0].weight.detach().float().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[1].num_batches_tracked.fill_(300)
+    average.update_parameters(net)
+    expected = 0.75 * start + 0.25 * net[0].weight.float()
+    torch.testing.assert_close(average.module[0].weight.float(), expected, rtol=0, atol=1e-6)
+    assert int(average.module[1].num_batches_tracked) == 300

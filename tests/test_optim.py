@@ -160,4 +160,7 @@ def test_fused_trains_and_is_refused_where_lightning_cannot_clip_it(tmp_path):
     mixed = [*fast, "stage.optimizer.fused=true", "trainer.precision=bf16-mixed"]
     with pytest.raises(SetupError, match=r"fused=true with trainer.precision=bf16-mixed: .* clip"):
         run(compose_run(tmp_path / "b", mixed))
+    alias = [*fast, "stage.optimizer.fused=true", "trainer.precision=bf16"]
+    with pytest.raises(SetupError, match=r"optimizer.fused=true with trainer.precision=bf16:"):
+        run(compose_run(tmp_path / "b", alias))
     run(compose_run(tmp_path / "c", [*mixed, "trainer.gradient_clip_val=null"]))

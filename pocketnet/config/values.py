@@ -41,6 +41,46 @@ def check_values(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "trainer.max_epochs") == -1 and cfg.trainer.max_steps <= 0:
         raise ValueError("trainer.max_epochs=-1 trains forever unless trainer.max_steps > 0")
     _check_limited_validation(cfg)
+    _check_weight_averaging(cfg)
+    _check_fused(cfg)
+
+
+def _check_weight_averaging(cfg: DictConfig) -> None:
+    """Weight averaging (``callbacks=[default,ema]``) follows a teacher's module only: a
+    student's holds its frozen teacher and cache, the search records raw architecture weights."""
+    from hydra.utils import get_class
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    extra = OmegaConf.select(cfg, "callbacks.extra", default=None) or {}
+    stage = OmegaConf.select(cfg, "stage.name", default=None)
+    for name, part in extra.items():
+        target = part.get("_target_") if isinstance(part, DictConfig) else None
+        if not target or stage == "teacher":
+            continue
+        try:
+            averages = issubclass(get_class(target), WeightAveraging)
+        except (ImportError, ValueError, TypeError):
+            continue  # named where the callbacks are built
+        if averages:
+            raise ValueError(
+                f"callbacks.extra.{name} ({target}) averages weights, which only the teacher "
+                f"stage supports, not stage={stage}: train the teacher with it on its own"
+            )
+
+
+def _check_fused(cfg: DictConfig) -> None:
+    """Lightning cannot clip a fused optimiser's gradients under mixed precision."""
+    precision = str(OmegaConf.select(cfg, "trainer.precision", default="32"))
+    clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
+    if not clip or not ("mixed" in precision or precision in ("16", "bf16")):
+        return
+    for key in ("stage.optimizer", "kd.optimizer"):
+        if OmegaConf.select(cfg, f"{key}.fused", default=False):
+            raise ValueError(
+                f"{key}.fused=true with trainer.precision={precision}: Lightning cannot clip a "
+                f"fused optimiser's gradients under mixed precision (trainer.gradient_clip_val="
+                f"{clip}); set {key}.fused=false or trainer.gradient_clip_val=null"
+            )
 
 
 NFOLDS = 10  # verification's folds: a limited validation must see this many complete pairs

@@ -63,7 +63,6 @@ class FaceModule(L.LightningModule):
     ``backbone`` and ``head`` are built parts, or their :meth:`save_rebuild_spec` entries."""
 
     needs_class_logits = False  # the head's logits over every class (see setup_run)
-    weight_averaging = False  # callbacks=[default,ema] allowed (pocketnet.ema)
 
     def __init__(
         self,

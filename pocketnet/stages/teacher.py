@@ -20,8 +20,6 @@ __all__ = ["TeacherModule", "TeacherStage"]
 class TeacherModule(FaceModule):
     """Cross-entropy over the margin logits of the training identities."""
 
-    weight_averaging = True
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         margin = self.margin_loss(self.backbone(batch.images), batch.labels)
         return self.log_terms({"loss_margin": margin})

@@ -131,18 +131,6 @@ def _trainer_kwargs(cfg: DictConfig, module: FaceModule) -> dict[str, Any]:
     if kwargs["strategy"] == "ddp" and getattr(module, "adversaries", None):
         # the adversary's backward pass reaches only its discriminator: DDP must be told
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
-    optimizer = cfg.stage.get("optimizer") or {}
-    if (
-        optimizer.get("fused")
-        and "mixed" in str(kwargs["precision"])
-        and kwargs["gradient_clip_val"]
-    ):
-        raise ValueError(
-            f"stage.optimizer.fused=true with trainer.precision={kwargs['precision']}: Lightning "
-            "cannot clip a fused optimiser's gradients under mixed precision "
-            f"(trainer.gradient_clip_val={kwargs['gradient_clip_val']}); set "
-            "stage.optimizer.fused=false or trainer.gradient_clip_val=null"
-        )
     if not module.automatic_optimization:
         if kwargs["accumulate_grad_batches"] != 1:
             raise ValueError(
@@ -196,7 +184,7 @@ def setup_run(
         plugins=[AtomicCheckpointIO()],
     )
     world = trainer.world_size
-    check_averaging(trainer.callbacks, module, world)
+    check_averaging(trainer.callbacks, module, world)  # the config's checks: check_values
     if world > 1 and cfg.head.sample_rate < 1.0 and module.needs_class_logits:
         raise SetupError(
             f"head.sample_rate={cfg.head.sample_rate} with {world} processes: each process's "
