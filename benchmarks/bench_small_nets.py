@@ -17,6 +17,7 @@ Ratios are speeds over eager's. Compile time is printed apart (the first calls).
 
     python benchmarks/bench_small_nets.py [--models pocketnet_s_128,mobilefacenet]
         [--threads 2] [--runs 20] [--steps 3] [--train-batch 32] [--no-compile] [--no-profile]
+        [--part all|inference|training]
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--part", choices=("all", "inference", "training"), default="all")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {SIZE}x{SIZE}")
@@ -230,8 +232,10 @@ def main() -> None:
         print(f"\n=== {name}")
         if args.profile:
             print(profile_table(net))
-        bench_inference(net, args.runs, args.compile)
-        bench_training(net, args.steps, args.train_batch, args.compile)
+        if args.part in ("all", "inference"):
+            bench_inference(net, args.runs, args.compile)
+        if args.part in ("all", "training"):
+            bench_training(net, args.steps, args.train_batch, args.compile)
 
 
 if __name__ == "__main__":
