@@ -17,15 +17,8 @@ from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import setup_run
 from pocketnet.untrusted import load_torch_file
 from tests.conftest import compose_run
+from tests.test_teacher_run import FAST
 
-FAST = [
-    "stage=teacher",
-    "backbone=resnet18_narrow",
-    "debug=fast",
-    "data=tiny",
-    "print_config=false",
-    "callbacks.progress.rich=false",
-]
 EMA = ["callbacks=[default,ema]", "callbacks.extra.ema.decay=0.5"]
 
 
