@@ -49,11 +49,10 @@ class WeightEMA(WeightAveraging):
         super().__init__(use_buffers=True, multi_avg_fn=_ema(decay))
         self.every_n_steps = every_n_steps
         self._swapped = False  # the average is in the module (during validation)
-        self._copied = False  # the average was copied into the module at the end
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._swapped = self._copied = False
+            self._swapped = False
         super().setup(trainer, pl_module, stage)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
@@ -76,16 +75,11 @@ class WeightEMA(WeightAveraging):
             self._swap_models(pl_module)
             self._swapped = False
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        self._copied = True
-
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A resumed run that had finished training skips ``on_train_end``: the module it
-        reports must still be the average."""
-        if not self._copied and self._average_model is not None:
+        reports must still be the average (after ``on_train_end`` this copies it again)."""
+        if self._average_model is not None:
             self._copy_average_to_current(pl_module)
-            self._copied = True
 
 
 def check_averaging(callbacks: list[Any], module: L.LightningModule, world_size: int) -> None:

@@ -51,11 +51,13 @@ def _check_weight_averaging(cfg: DictConfig) -> None:
     from hydra.utils import get_class
     from lightning.pytorch.callbacks import WeightAveraging
 
-    extra = OmegaConf.select(cfg, "callbacks.extra", default=None) or {}
     stage = OmegaConf.select(cfg, "stage.name", default=None)
+    if stage == "teacher":
+        return
+    extra = OmegaConf.select(cfg, "callbacks.extra", default=None) or {}
     for name, part in extra.items():
         target = part.get("_target_") if isinstance(part, DictConfig) else None
-        if not target or stage == "teacher":
+        if not target:
             continue
         try:
             averages = issubclass(get_class(target), WeightAveraging)

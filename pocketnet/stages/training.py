@@ -184,7 +184,7 @@ def setup_run(
         plugins=[AtomicCheckpointIO()],
     )
     world = trainer.world_size
-    check_averaging(trainer.callbacks, module, world)  # the config's checks: check_values
+    check_averaging(trainer.callbacks, module, world)  # what needs the process count
     if world > 1 and cfg.head.sample_rate < 1.0 and module.needs_class_logits:
         raise SetupError(
             f"head.sample_rate={cfg.head.sample_rate} with {world} processes: each process's "
