@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "RandomState",
     "SaveOnFailure",
     "StepCheckpoint",
+    "TrainClock",
     "build_callbacks",
     "one_line",
 ]
@@ -90,6 +92,33 @@ class RandomState(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainClock(L.Callback):
+    """The run's training time over all its starts: checkpoints hold the seconds trained so far,
+    so a resumed run's ``train_min`` is the whole run's, not the last part's (the time between
+    the last checkpoint and a kill, redone after the resume, counts once)."""
+
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.start: float | None = None
+
+    def seconds(self) -> float:
+        """Seconds trained, this start included."""
+        running = 0.0 if self.start is None else time.perf_counter() - self.start
+        return self.before + running
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.before = float(state["seconds"])
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.before, self.start = self.seconds(), None
 
 
 class StepCheckpoint(L.Callback):
@@ -178,4 +207,5 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
         out.append(StepCheckpoint(cfg.checkpoint.dirpath, cfg.checkpoint.every_n_train_steps))
     out.append(SaveOnFailure(ckpt_dir))
     out.append(RandomState())
+    out.append(TrainClock())
     return out

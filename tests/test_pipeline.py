@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from pocketnet.config.schema import StudentStageConfig, TeacherStageConfig
@@ -86,3 +87,56 @@ def test_a_kd_methods_config_checks_come_before_the_teacher_trains(tmp_path):
     with pytest.raises(SetupError, match="kd=adadistill .* set head.sample_rate=1.0"):
         run(cfg)
     assert not (Path(cfg.paths.output_dir) / "teacher").exists()
+
+
+class Killed(BaseException):
+    """A kill -9 at a chosen step (nothing is saved on the way out)."""
+
+
+def test_a_pipeline_killed_in_its_kd_student_resumes_with_ckpt_path_last_exactly(
+    tmp_path, monkeypatch, capfd
+):
+    import lightning as L
+
+    from pocketnet.stages import training
+
+    overrides = [*PIPELINE, "callbacks.checkpoint.every_n_train_steps=2"]
+    whole = run(compose_run(tmp_path, overrides, out="whole"))
+
+    class KillInKdStudent(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3 and "student_multi_step" in trainer.default_root_dir:
+                raise Killed
+
+    real = training.build_callbacks
+    monkeypatch.setattr(
+        training, "build_callbacks", lambda *a, **k: [*real(*a, **k), KillInKdStudent()]
+    )
+    first = compose_run(tmp_path, overrides, out="stopped")
+    with pytest.raises(Killed):
+        run(first)
+    monkeypatch.setattr(training, "build_callbacks", real)
+    out = Path(first.paths.output_dir)
+    assert not (out / "student").exists()  # the plain student had not started
+    teacher_min = load_results(out / "teacher" / "results.json").train_min
+    capfd.readouterr()
+    resumed = run(compose_run(tmp_path, [*overrides, "ckpt_path=last"], out="stopped"))
+    err = capfd.readouterr().err
+    assert f"resuming from {out / 'teacher' / 'checkpoints'}" in err  # not trained again
+    assert f"resuming from {out / 'student_multi_step' / 'checkpoints'}" in err
+    assert f"no checkpoint in {out / 'student' / 'checkpoints'} yet" in err
+    # the finished teacher keeps its training time; the stopped student ends as if never stopped
+    assert 0.5 * teacher_min < resumed.runs["teacher"].train_min <= teacher_min
+    for name in whole.runs:
+        assert resumed.runs[name].sets == whole.runs[name].sets, name
+        theirs = torch.load(out.parent / "whole" / name / "checkpoints" / "last.ckpt")
+        ours = torch.load(out / name / "checkpoints" / "last.ckpt")
+        for key, value in theirs["state_dict"].items():
+            assert torch.equal(ours["state_dict"][key], value), (name, key)
+
+
+def test_a_pipeline_refuses_one_checkpoint_file_and_says_how_it_resumes(tmp_path):
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    cfg = compose_run(tmp_path, [*PIPELINE, f"ckpt_path={tmp_path / 'last.ckpt'}"])
+    with pytest.raises(SetupError, match="resume it with ckpt_path=last and hydra.run.dir"):
+        run(cfg)

@@ -160,9 +160,14 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path,
     out = Path(first.paths.output_dir)
     assert not (out / "results.json").exists()
     last = out / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert 0 < state["callbacks"]["TrainClock"]["seconds"] < 600
+    state["callbacks"]["TrainClock"]["seconds"] = 3600.0  # as if the first start took an hour
+    torch.save(state, last)
     resumed = run(compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"]))
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
     assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
+    assert 60 <= resumed.train_min < 61  # the whole run's training time, not the resume's
 
 
 def test_ckpt_path_last_starts_a_run_then_resumes_it_in_its_folder(tmp_path, capsys):

@@ -7,6 +7,9 @@ Each sub-run is a stage run of its own config, in ``<run>/teacher``, ``<run>/stu
 pipeline's optimiser, schedule and bank settings, the student's ``backbone`` from
 ``stage.student_backbone``, the students' epochs from ``stage.student_epochs`` (when set; at
 most the teacher's), and ``kd=none`` for the teacher and the plain student.
+
+``ckpt_path=last`` (a requeued job) passes to every sub-run: the finished ones are validated
+from their last checkpoint, the one that was stopped goes on exactly, the rest start.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pocketnet.config.compose import compose, hydra_choice
 from pocketnet.console import print_results
 from pocketnet.distill.methods import KD_METHODS
 from pocketnet.results import PipelineResult
+from pocketnet.run_folder import LAST
 from pocketnet.runtime import SetupError, is_main_process, write_run_config
 from pocketnet.stages.stage import STAGES, Stage
 
@@ -82,8 +86,12 @@ class PipelineStage(Stage):
                 "method, e.g. kd=multi_step (valid: "
                 f"{', '.join(n for n in KD_METHODS.names() if n != 'none')})"
             )
-        if cfg.ckpt_path is not None:
-            raise SetupError("ckpt_path resumes one stage; resume a pipeline run stage by stage")
+        if cfg.ckpt_path not in (None, LAST):
+            raise SetupError(
+                f"ckpt_path={cfg.ckpt_path}: a pipeline has a checkpoint per sub-run; resume it "
+                "with ckpt_path=last and hydra.run.dir=<its run folder> (each sub-run goes on "
+                "from its newest checkpoint, a finished one is validated again, not retrained)"
+            )
         subs = pipeline_configs(cfg)
         try:  # every KD student's config checks, before the teacher trains
             for sub in subs.values():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pocketnet.callbacks import DATA_ERRORS, SaveOnFailure, build_callbacks, one_line
+from pocketnet.callbacks import DATA_ERRORS, SaveOnFailure, TrainClock, build_callbacks, one_line
 from pocketnet.checkpoint_io import AtomicCheckpointIO, check_writable
 from pocketnet.console import print_results
 from pocketnet.data.datamodule import FaceDataModule
@@ -303,7 +302,6 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
             _check_resumable(run, cfg.ckpt_path, checkpoint)
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
-    start = time.perf_counter()
     try:
         run.trainer.fit(
             run.parts.module,
@@ -311,7 +309,8 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
             ckpt_path=cfg.ckpt_path,
             weights_only=True,  # a checkpoint is untrusted (pocketnet.untrusted)
         )
-        run.result.train_min = (time.perf_counter() - start) / 60
+        clock = next(c for c in run.trainer.callbacks if isinstance(c, TrainClock))
+        run.result.train_min = clock.seconds() / 60
         if not any(k.startswith("val/") for k in run.trainer.callback_metrics):
             # a checkpoint of a run that had finished training (killed before its results):
             # nothing left to train, so the figures come from validating its weights
