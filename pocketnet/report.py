@@ -120,6 +120,19 @@ def _natural(path: Path) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
+# Overrides that say how a run was run, not what it trained: a run resumed by ckpt_path=last
+# (exact) and the console's settings group with the runs that ran in one go.
+RUN_CONTROL = {"ckpt_path": "last", "print_config": None, "callbacks.progress": None}
+
+
+def _trains(key: str, value: str) -> bool:
+    """False for an override of ``RUN_CONTROL`` (at its value, where one is given)."""
+    for control, only in RUN_CONTROL.items():
+        if (key == control or key.startswith(f"{control}.")) and only in (None, value):
+            return False
+    return True
+
+
 PIPELINE_RUN = "pipeline_run"  # the pseudo-override that names a pipeline's sub-run in the report
 
 
@@ -135,6 +148,7 @@ def _load_run(root: Path, folder: Path) -> list[Run] | str:
     except (ValueError, TypeError, yaml.YAMLError) as err:
         return f"{folder}: unreadable ({err}); left out"
     keys = {_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    keys = {k: v for k, v in keys.items() if _trains(k, v)}
     name = str(folder.relative_to(root))
     if not isinstance(result, PipelineResult):
         return [_run(name, keys, result, folder)]

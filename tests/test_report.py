@@ -233,3 +233,18 @@ def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
         accs = [float(r["best acc"]) for r in rows if r["pipeline_run"] == name]
         assert group["n"] == "2"
         assert float(group["best acc mean"]) == pytest.approx(statistics.fmean(accs))
+
+
+def test_a_run_resumed_with_ckpt_path_last_groups_with_the_runs_that_ran_in_one_go(sweep, tmp_path):
+    root = tmp_path / "sweep"
+    for run in ("0", "1"):  # arcface, embedding 16, seeds 1 and 2
+        shutil.copytree(sweep / run, root / run)
+    overrides = root / "1" / ".hydra" / "overrides.yaml"
+    text = overrides.read_text()
+    overrides.write_text(f"{text}- ckpt_path=last\n- callbacks.progress.rich=true\n")
+    runs, _ = collect_runs(root)
+    (group,) = group_runs(runs, swept_keys(root, runs), over=["seed"])
+    assert [r.name for r in group.runs] == ["0", "1"]
+    overrides.write_text(f"{text}- ckpt_path={root / '0' / 'checkpoints' / 'last.ckpt'}\n")
+    runs, _ = collect_runs(root)  # another run's checkpoint: another training
+    assert len(group_runs(runs, swept_keys(root, runs), over=["seed"])) == 2
