@@ -122,13 +122,13 @@ def _natural(path: Path) -> list[tuple[int, int, str]]:
 
 # Overrides that say how a run was run, not what it trained: a run resumed by ckpt_path=last
 # (exact) and the console's settings group with the runs that ran in one go.
-RUN_CONTROL = {"ckpt_path": "last", "print_config": None, "callbacks.progress": None}
+RUN_CONTROL = {"ckpt_path": ("last", "null"), "print_config": None, "callbacks.progress": None}
 
 
 def _trains(key: str, value: str) -> bool:
-    """False for an override of ``RUN_CONTROL`` (at its value, where one is given)."""
+    """False for an override of ``RUN_CONTROL`` (at one of its values, where they are given)."""
     for control, only in RUN_CONTROL.items():
-        if (key == control or key.startswith(f"{control}.")) and only in (None, value):
+        if (key == control or key.startswith(f"{control}.")) and (only is None or value in only):
             return False
     return True
 

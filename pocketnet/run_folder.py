@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-__all__ = ["LAST", "RUN_CONFIG", "latest_checkpoint", "run_folder_of"]
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["LAST", "RUN_CONFIG", "check_same_run", "latest_checkpoint", "run_folder_of"]
 
 RUN_CONFIG = "config.yaml"
 LAST = "last"  # ckpt_path=last: this run folder's newest checkpoint, if it has one
 RESUMABLE = ("interrupted.ckpt", "last.ckpt")  # what a stopped run leaves in checkpoints/
+# What a resumed run may change: how it runs, not what it trains (its folders, console and
+# loggers, a longer schedule, its loaders, skipping corrupt records after a data error, how often
+# it saves, what it measures at the end).
+MAY_CHANGE = (
+    "ckpt_path",
+    "paths",
+    "task_name",
+    "tags",
+    "print_config",
+    "logger",
+    "callbacks.progress",
+    "callbacks.checkpoint.every_n_train_steps",
+    "trainer.max_epochs",
+    "data.root",
+    "data.num_workers",
+    "data.skip_corrupt",
+    "latency",
+    "practical",
+    "results_file",
+)
 
 
 def run_folder_of(ckpt_path: str | Path) -> Path | None:
@@ -23,3 +46,51 @@ def latest_checkpoint(run_folder: str | Path) -> Path | None:
     found = [Path(run_folder) / "checkpoints" / name for name in RESUMABLE]
     found = [p for p in found if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, str]:
+    """``{"a.b": "1"}``: the config's leaves by dotted key, as text (lists are leaves)."""
+    if not isinstance(node, dict):
+        return {prefix: str(node)}
+    out: dict[str, str] = {}
+    for key, value in node.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _without_paths(leaves: dict[str, str]) -> dict[str, str]:
+    """The leaves with the run's own folders (``paths.*``) named, not spelt out: values made from
+    them (a bank in the run folder, a cache) match wherever the run was composed from."""
+    paths = sorted(
+        ((k, v) for k, v in leaves.items() if k.startswith("paths.") and v not in ("", "None")),
+        key=lambda kv: -len(kv[1]),
+    )
+    named = {}
+    for key, value in leaves.items():
+        for path_key, path in paths:
+            value = value.replace(path, f"${{{path_key}}}")
+        named[key] = value
+    return named
+
+
+def check_same_run(cfg: DictConfig, folder: Path, ckpt_path: str) -> None:
+    """A checkpoint of the run in ``folder`` resumes with that run's config (``MAY_CHANGE``
+    apart; keys only one side has, from another version, are not compared): resuming a sweep's
+    job folder with another sweep's values would report the old run as the new one."""
+    saved = _without_paths(_leaves(OmegaConf.to_container(OmegaConf.load(folder / RUN_CONFIG))))
+    ours = _without_paths(_leaves(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+    differ = [
+        f"{key}: {saved[key]} there, {value} here"
+        for key, value in ours.items()
+        if key in saved
+        and saved[key] != value
+        and not any(key == k or key.startswith(f"{k}.") for k in MAY_CHANGE)
+    ]
+    if differ:
+        more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+        raise ValueError(
+            f"ckpt_path={ckpt_path} continues the run in {folder}, whose {RUN_CONFIG} differs: "
+            f"{differ[0]}{more}. Resume it with its own settings, run this config in another "
+            "folder (hydra.run.dir / hydra.sweep.dir), or start a new run from its weights with "
+            "a copy of the checkpoint outside that folder"
+        )

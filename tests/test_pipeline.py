@@ -140,3 +140,35 @@ def test_a_pipeline_refuses_one_checkpoint_file_and_says_how_it_resumes(tmp_path
     cfg = compose_run(tmp_path, [*PIPELINE, f"ckpt_path={tmp_path / 'last.ckpt'}"])
     with pytest.raises(SetupError, match="resume it with ckpt_path=last and hydra.run.dir"):
         run(cfg)
+
+
+def test_a_pipeline_stopped_by_sigterm_says_how_the_whole_pipeline_resumes(
+    tmp_path, monkeypatch, capfd
+):
+    import os
+    import signal
+
+    import lightning as L
+
+    from pocketnet.stages import training
+
+    class SigtermInKdStudent(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 1 and "student_multi_step" in trainer.default_root_dir:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    real = training.build_callbacks
+    monkeypatch.setattr(
+        training, "build_callbacks", lambda *a, **k: [*real(*a, **k), SigtermInKdStudent()]
+    )
+    cfg = compose_run(tmp_path, PIPELINE)
+    with pytest.raises(SystemExit) as stop:
+        run(cfg)
+    assert stop.value.code == 128 + signal.SIGTERM
+    out = Path(cfg.paths.output_dir)
+    assert (out / "student_multi_step" / "checkpoints" / "interrupted.ckpt").is_file()
+    last = capfd.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        "error: the pipeline stopped in its student_multi_step sub-run; resume the whole "
+        f"pipeline with ckpt_path=last hydra.run.dir={out}"
+    )

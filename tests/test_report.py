@@ -239,6 +239,8 @@ def test_a_run_resumed_with_ckpt_path_last_groups_with_the_runs_that_ran_in_one_
     root = tmp_path / "sweep"
     for run in ("0", "1"):  # arcface, embedding 16, seeds 1 and 2
         shutil.copytree(sweep / run, root / run)
+    first = root / "0" / ".hydra" / "overrides.yaml"
+    first.write_text(f"{first.read_text()}- ckpt_path=null\n")
     overrides = root / "1" / ".hydra" / "overrides.yaml"
     text = overrides.read_text()
     overrides.write_text(f"{text}- ckpt_path=last\n- callbacks.progress.rich=true\n")

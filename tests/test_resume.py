@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pocketnet.run import run
+from pocketnet.runtime import SetupError
 from tests.conftest import compose_run
 
 FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
@@ -168,6 +169,10 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path,
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
     assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
     assert 60 <= resumed.train_min < 61  # the whole run's training time, not the resume's
+    del state["callbacks"]["TrainClock"]  # a checkpoint from before the clock: time unknown
+    torch.save(state, last)
+    again = run(compose_run(tmp_path / "again", [*overrides, f"ckpt_path={last}"]))
+    assert again.sets == whole.sets and again.train_min is None
 
 
 def test_ckpt_path_last_starts_a_run_then_resumes_it_in_its_folder(tmp_path, capsys):
@@ -186,3 +191,16 @@ def test_ckpt_path_last_starts_a_run_then_resumes_it_in_its_folder(tmp_path, cap
     with open(last.parent.parent / "csv" / "metrics.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert steps == sorted(set(steps)) and len(steps) == 6  # one series, appended
+
+
+def test_ckpt_path_last_refuses_a_folder_that_holds_a_run_of_another_config(tmp_path):
+    """A sweep run again into the same folder with other values: job 0 finds the old job 0's
+    checkpoint, which must not be reported as the new run."""
+    command = [*FAST, "stage=teacher", "backbone=resnet18_tiny", "trainer.max_epochs=1"]
+    run(compose_run(tmp_path, [*command, "seed=1", "ckpt_path=last"]))
+    other = compose_run(tmp_path, [*command, "seed=4", "ckpt_path=last", "data.num_workers=0"])
+    with pytest.raises(SetupError, match=r"config.yaml differs: seed: 1 there, 4 here\. Resume"):
+        run(other)
+    # what a resumed run may change: its length, its loaders
+    again = compose_run(tmp_path, [*command, "seed=1", "ckpt_path=last", "trainer.max_epochs=2"])
+    assert run(again).sets is not None

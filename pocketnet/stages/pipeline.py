@@ -15,6 +15,7 @@ from their last checkpoint, the one that was stopped goes on exactly, the rest s
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import torch
@@ -99,7 +100,18 @@ class PipelineStage(Stage):
         except ValueError as err:
             raise SetupError(str(err)) from None
         write_run_config(cfg, Path(cfg.paths.output_dir))
-        runs = {name: STAGES.get(sub.stage.name)().run(sub) for name, sub in subs.items()}
+        runs = {}
+        for name, sub in subs.items():
+            try:
+                runs[name] = STAGES.get(sub.stage.name)().run(sub)
+            except SystemExit as stop:  # a sub-run stopped (SIGTERM, a bad sample): its state saved
+                if stop.code:
+                    print(
+                        f"error: the pipeline stopped in its {name} sub-run; resume the whole "
+                        f"pipeline with ckpt_path=last hydra.run.dir={cfg.paths.output_dir}",
+                        file=sys.stderr,
+                    )
+                raise
         kd_run = f"student_{cfg.kd.name}"
         labels = {
             "teacher": hydra_choice("backbone") or cfg.backbone.name,

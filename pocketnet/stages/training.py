@@ -27,7 +27,7 @@ from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.inference import inputs_channels_last
 from pocketnet.results import RunResult
-from pocketnet.run_folder import LAST, latest_checkpoint, run_folder_of
+from pocketnet.run_folder import LAST, check_same_run, latest_checkpoint, run_folder_of
 from pocketnet.runtime import (
     SetupError,
     build_loggers,
@@ -258,11 +258,15 @@ def _check_resumable(run: Run, ckpt_path: str, payload: Any) -> None:
 
 
 def _continue_in_run_folder(cfg: DictConfig) -> None:
-    """A checkpoint of a run folder resumes that run there (``paths.output_dir``)."""
+    """A checkpoint of a run folder resumes that run there (``paths.output_dir``), with that
+    run's config (:func:`~pocketnet.run_folder.check_same_run`)."""
     folder = run_folder_of(cfg.ckpt_path)
-    if folder is not None and folder != Path(cfg.paths.output_dir).resolve():
+    if folder is None:
+        return
+    if folder != Path(cfg.paths.output_dir).resolve():
         print(f"resuming run {folder}: it goes on in its folder", file=sys.stderr)
         cfg.paths.output_dir = str(folder)
+    check_same_run(cfg, folder, cfg.ckpt_path)
 
 
 def _resume_latest(cfg: DictConfig) -> None:
@@ -310,7 +314,8 @@ def fit(stage: TrainingStage, cfg: DictConfig) -> RunResult:
             weights_only=True,  # a checkpoint is untrusted (pocketnet.untrusted)
         )
         clock = next(c for c in run.trainer.callbacks if isinstance(c, TrainClock))
-        run.result.train_min = clock.seconds() / 60
+        timed = checkpoint is None or TrainClock.__qualname__ in checkpoint.get("callbacks", {})
+        run.result.train_min = clock.seconds() / 60 if timed else None  # else: its time unknown
         if not any(k.startswith("val/") for k in run.trainer.callback_metrics):
             # a checkpoint of a run that had finished training (killed before its results):
             # nothing left to train, so the figures come from validating its weights
