@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -167,13 +168,17 @@ def test_multi_step_swaps_the_scheduled_teacher_each_epoch_and_after_resume(tmp_
 
 
 def test_multi_step_refuses_to_resume_against_another_bank(tmp_path, bank):
-    first = _student(tmp_path / "a", bank, "kd=multi_step", "trainer.max_epochs=1")
+    """The bank's folder holds other files than when the student started (same config)."""
+    mine = tmp_path / "teacher_bank"
+    shutil.copytree(bank, mine)
+    first = _student(tmp_path / "a", mine, "kd=multi_step", "trainer.max_epochs=1")
     run(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
     other = compose_run(tmp_path / "t", [*TEACHER, "seed=7"])  # same files, other weights
     run(other)
-    other_bank = Path(other.stage.bank.dir)
-    resumed = _student(tmp_path / "b", other_bank, "kd=multi_step", f"ckpt_path={last}")
+    shutil.rmtree(mine)
+    shutil.copytree(other.stage.bank.dir, mine)
+    resumed = _student(tmp_path / "b", mine, "kd=multi_step", f"ckpt_path={last}")
     with pytest.raises(SetupError, match=r"learned from .*teacher_bank/epoch001.* is another file"):
         run(resumed)
 

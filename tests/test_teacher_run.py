@@ -95,10 +95,15 @@ def test_resuming_another_model_is_one_line_before_training(tmp_path):
     first = compose_run(tmp_path / "a", [*FAST, "trainer.max_epochs=1"])
     run(first)
     last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    other = compose_run(tmp_path / "b", [*FAST, "backbone.embedding_size=16", f"ckpt_path={last}"])
+    args = [*FAST, "backbone.embedding_size=16", f"ckpt_path={last}"]
+    with pytest.raises(SetupError, match=r"differs: backbone.embedding_size: 32 there, 16 here"):
+        run(compose_run(tmp_path / "b", args))  # its run, with another config
+    elsewhere = tmp_path / "elsewhere.ckpt"  # a new run from its weights: the model must fit
+    elsewhere.write_bytes(last.read_bytes())
+    args[-1] = f"ckpt_path={elsewhere}"
     message = r"holds another model.*fc.weight is \(32, 1024\) there, \(16, 1024\) here"
     with pytest.raises(SetupError, match=message) as e:
-        run(other)
+        run(compose_run(tmp_path / "c", args))
     assert "\n" not in str(e.value)
 
 
