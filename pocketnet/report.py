@@ -33,6 +33,7 @@ from rich.markdown import Markdown
 
 from pocketnet.console import console as make_console
 from pocketnet.results import PipelineResult, RunResult, load_results
+from pocketnet.run_folder import LAST, RUN_CONTROL, is_under
 from pocketnet.studies import Study, find_study, load_study, objective_plot, study_markdown
 
 __all__ = [
@@ -120,17 +121,13 @@ def _natural(path: Path) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
-# Overrides that say how a run was run, not what it trained: a run resumed by ckpt_path=last
-# (exact) and the console's settings group with the runs that ran in one go.
-RUN_CONTROL = {"ckpt_path": ("last", "null"), "print_config": None, "callbacks.progress": None}
-
-
 def _trains(key: str, value: str) -> bool:
-    """False for an override of ``RUN_CONTROL`` (at one of its values, where they are given)."""
-    for control, only in RUN_CONTROL.items():
-        if (key == control or key.startswith(f"{control}.")) and (only is None or value in only):
-            return False
-    return True
+    """False for an override of how a run runs (``RUN_CONTROL``): a run resumed by
+    ``ckpt_path=last`` (exact) groups with the runs that ran in one go; a checkpoint named by its
+    file may be another run's, which is another training."""
+    if key == "ckpt_path":
+        return value not in (LAST, "null")
+    return not is_under(key, RUN_CONTROL)
 
 
 PIPELINE_RUN = "pipeline_run"  # the pseudo-override that names a pipeline's sub-run in the report

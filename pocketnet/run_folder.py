@@ -7,31 +7,51 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["LAST", "RUN_CONFIG", "check_same_run", "latest_checkpoint", "run_folder_of"]
+__all__ = [
+    "LAST",
+    "RUN_CONFIG",
+    "RUN_CONTROL",
+    "check_same_run",
+    "is_under",
+    "latest_checkpoint",
+    "run_folder_of",
+]
 
 RUN_CONFIG = "config.yaml"
 LAST = "last"  # ckpt_path=last: this run folder's newest checkpoint, if it has one
 RESUMABLE = ("interrupted.ckpt", "last.ckpt")  # what a stopped run leaves in checkpoints/
-# What a resumed run may change: how it runs, not what it trains (its folders, console and
-# loggers, a longer schedule, its loaders, skipping corrupt records after a data error, how often
-# it saves, what it measures at the end).
-MAY_CHANGE = (
-    "ckpt_path",
+# How a run runs, not what it trains: its folders and names, console, loggers, loaders, the
+# figures it adds at the end, the resume flag. A shared teacher's identity leaves them out, a
+# report groups across them, a resumed run may change them.
+RUN_CONTROL = (
     "paths",
     "task_name",
     "tags",
     "print_config",
     "logger",
-    "callbacks.progress",
-    "callbacks.checkpoint.every_n_train_steps",
-    "trainer.max_epochs",
-    "data.root",
-    "data.num_workers",
-    "data.skip_corrupt",
     "latency",
     "practical",
     "results_file",
+    "ckpt_path",
+    "hparams_search",
+    "callbacks.progress",
+    "data.num_workers",
+    "data.val_batch_size",
 )
+# What a resumed run may change besides: a longer schedule, where its data lies, skipping
+# corrupt records after a data error, how often it saves.
+MAY_CHANGE = (
+    *RUN_CONTROL,
+    "trainer.max_epochs",
+    "data.root",
+    "data.skip_corrupt",
+    "callbacks.checkpoint.every_n_train_steps",
+)
+
+
+def is_under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """``key`` (dotted) is one of ``prefixes`` or inside one."""
+    return any(key == p or key.startswith(f"{p}.") for p in prefixes)
 
 
 def run_folder_of(ckpt_path: str | Path) -> Path | None:
@@ -82,9 +102,7 @@ def check_same_run(cfg: DictConfig, folder: Path, ckpt_path: str) -> None:
     differ = [
         f"{key}: {saved[key]} there, {value} here"
         for key, value in ours.items()
-        if key in saved
-        and saved[key] != value
-        and not any(key == k or key.startswith(f"{k}.") for k in MAY_CHANGE)
+        if key in saved and saved[key] != value and not is_under(key, MAY_CHANGE)
     ]
     if differ:
         more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""

@@ -36,7 +36,7 @@ from pocketnet.config.compose import compose, hydra_choice
 from pocketnet.config.values import check_values
 from pocketnet.distill.cache import file_signature
 from pocketnet.run import check_devices
-from pocketnet.run_folder import LAST
+from pocketnet.run_folder import LAST, RUN_CONTROL
 from pocketnet.runtime import SetupError, is_main_process
 from pocketnet.stages.teacher import TeacherStage
 
@@ -47,9 +47,6 @@ log = logging.getLogger(__name__)
 DONE, FAILED = "done.json", "failed.json"
 CARRIED = ("debug", "trainer")  # the student command's choices that reach its teacher
 # keys that do not change the trained teacher
-NOT_IDENTITY = ("paths", "task_name", "print_config", "logger", "latency", "practical", "tags")
-NOT_IDENTITY += ("results_file", "ckpt_path", "hparams_search")
-DATA_LOADING = ("num_workers", "val_batch_size")
 # keys added after teachers were shared, left out at the value that trains as before: adding an
 # option does not retrain (and so split) the teacher every table shares
 NEUTRAL = {("stage", "optimizer", "fused"): False}
@@ -64,12 +61,13 @@ def _files(root: str | None) -> Any:
 
 def _identity(cfg: DictConfig) -> str:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    for key in NOT_IDENTITY:
-        resolved.pop(key, None)
-    resolved["callbacks"].pop("progress", None)
+    for key in RUN_CONTROL:
+        *parents, leaf = key.split(".")
+        node = resolved
+        for part in parents:
+            node = node.get(part) or {}
+        node.pop(leaf, None)
     data = resolved["data"]
-    for key in DATA_LOADING:
-        data.pop(key, None)
     data["root"] = _files(data.get("root"))
     for *path, key in NEUTRAL:
         node = resolved
