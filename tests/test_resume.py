@@ -97,6 +97,20 @@ STUDENT = [
             marks=pytest.mark.slow,
         ),
         ("teacher", ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"], 5),
+        # a loader worker draws an epoch's first indices before Lightning restores its epoch
+        # counter: the resumed epoch must still be the checkpoint's (mid-epoch) or the next
+        (
+            "teacher, a loader worker, from mid-epoch",
+            ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
+            + ["data.num_workers=1"],
+            5,
+        ),
+        (
+            "teacher, a loader worker, from an epoch's end",
+            ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
+            + ["data.num_workers=1"],
+            7,
+        ),
         (
             "teacher, augmented",
             ["stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
@@ -112,6 +126,11 @@ def test_a_killed_run_resumed_ends_as_the_uninterrupted_one(
     whole = run(compose_run(tmp_path / "whole", overrides))
     resumed, out = _interrupted_then_resumed(tmp_path, overrides, kill_at, monkeypatch)
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
+    steps = [
+        torch.load(d / "checkpoints" / "last.ckpt")["global_step"]
+        for d in (tmp_path / "whole" / "run", out)
+    ]
+    assert steps[0] == steps[1], name  # no epoch lost or added
     a, b = _weights(tmp_path / "whole" / "run"), _weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 

@@ -41,6 +41,11 @@ class FaceBatch(NamedTuple):
     student_images: torch.Tensor
 
 
+def taken_mid_epoch(state: dict[str, int] | None) -> bool:
+    """Whether a checkpoint's data state was taken inside its epoch (not at the epoch's end)."""
+    return bool(state) and bool(state.get("mid_epoch", state.get("batches_done")))
+
+
 class FaceDataModule(L.LightningDataModule):
     """Training identities and verification sets from the source named by ``data.name``.
 
@@ -111,12 +116,19 @@ class FaceDataModule(L.LightningDataModule):
         return DataLoader(dataset, **options)
 
     def _epoch(self) -> int:
+        """The epoch being trained. A resumed run's first one is the checkpoint's (mid-epoch) or
+        the next: with loader workers, Lightning draws that epoch's first indices before it
+        restores its epoch counter (``estimated_stepping_batches`` in ``configure_optimizers``
+        builds the iterator), and the counter never goes back."""
         trainer = self.trainer
-        return 0 if trainer is None else trainer.current_epoch
+        epoch = 0 if trainer is None else trainer.current_epoch
+        if self.resumed is None or "epoch" not in self.resumed:
+            return epoch
+        return max(epoch, self.resumed["epoch"] + (0 if taken_mid_epoch(self.resumed) else 1))
 
     def _skip(self, epoch: int) -> int:
-        """Samples of ``epoch`` a resumed run had taken (0 in any other epoch)."""
-        if self.resumed is None or self.resumed["epoch"] != epoch:
+        """Samples of ``epoch`` a resumed mid-epoch run had taken (0 in any other epoch)."""
+        if not taken_mid_epoch(self.resumed) or self.resumed["epoch"] != epoch:
             return 0
         return self.resumed["batches_done"] * self.resumed["batch_size"]
 
@@ -141,8 +153,7 @@ class FaceDataModule(L.LightningDataModule):
     def check_resumable(state: dict[str, int] | None, world: int) -> None:
         """A checkpoint taken mid-epoch resumes only with as many processes (each skips its own
         share's batches)."""
-        mid_epoch = state.get("mid_epoch", bool(state.get("batches_done"))) if state else False
-        if mid_epoch and state.get("world", 1) != world:
+        if taken_mid_epoch(state) and state.get("world", 1) != world:
             raise ValueError(
                 f"the checkpoint was taken mid-epoch by {state.get('world', 1)} processes and "
                 f"this run has {world}: resume it with as many (trainer.devices x "
