@@ -217,12 +217,17 @@ def test_tensorboard_mlflow_and_early_stopping_come_from_config(tmp_path):
             "callbacks.extra.early_stopping.patience=1",
             "callbacks.extra.early_stopping.min_delta=0.5",  # no epoch improves that much
             "trainer.max_epochs=5",
+            "stage.bank.every_n_epochs=null",
+            "stage.bank.fractions=[1.0]",
         ],
     )
     row = run(cfg)
     out = Path(cfg.paths.output_dir)
     accs = [float(r["val/synthetic/acc"]) for r in _csv_rows(out) if r.get("val/synthetic/acc")]
     assert len(accs) == 2  # stopped after the second validation, not the fifth
+    # the bank's last fraction was never reached: it holds the teacher the run stopped with
+    (entry,) = TeacherBank(cfg.stage.bank.dir).entries()
+    assert (entry.epoch, entry.step, entry.fraction) == (2, 6, 0.4)
 
     (events,) = (out / "tensorboard").glob("events.out.tfevents.*")
     tb = EventAccumulator(str(events.parent))

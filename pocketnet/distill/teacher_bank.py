@@ -122,6 +122,7 @@ class TeacherBankCallback(L.Callback):
         self.model_config = model_config
         self.every_n_epochs = every_n_epochs
         self.fractions = sorted(fractions)
+        self.saved_step = -1
 
     def _save(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         module = reported_weights(trainer, module)
@@ -147,6 +148,7 @@ class TeacherBankCallback(L.Callback):
             "metrics": metrics,
         }
         self.bank.add(payload, entry, total)
+        self.saved_step = step
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if not self.fractions:
@@ -160,3 +162,11 @@ class TeacherBankCallback(L.Callback):
         epoch = trainer.current_epoch + 1
         if self.every_n_epochs and epoch % self.every_n_epochs == 0:
             self._save(trainer, module, epoch)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """A run stopped before its last fraction (early stopping, ``max_time``) banks the
+        weights it stopped with, so that its students find the teacher it became."""
+        if not self.fractions or self.saved_step == trainer.global_step:
+            return
+        if trainer.global_step < self.fractions[-1] * trainer.estimated_stepping_batches:
+            self._save(trainer, module, trainer.current_epoch)
