@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import lightning as L
@@ -21,6 +22,27 @@ def format_eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _images_in(batch: Any) -> int:
+    """Training images in a batch: ``(images, ...)``, or a search's ``{"weights": (images, ...),
+    ...}`` (the architecture's half is not trained on)."""
+    if isinstance(batch, Mapping):
+        batch = batch.get("weights", ())
+    if isinstance(batch, list | tuple) and batch and hasattr(batch[0], "shape"):
+        return len(batch[0])
+    return 0
+
+
+def _batches_left(trainer: L.Trainer, i: int, steps_per_batch: float) -> float:
+    """Batches left in the fit after batch ``i`` of this epoch. Counted in batches, not optimiser
+    steps: a search or an adversary steps two optimisers a batch and Lightning counts both."""
+    left = float("inf")
+    if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+        left = (trainer.max_epochs - trainer.current_epoch) * trainer.num_training_batches - i - 1
+    if trainer.max_steps is not None and trainer.max_steps >= 0:  # counts optimiser steps
+        left = min(left, (trainer.max_steps - trainer.global_step) / steps_per_batch)
+    return left
+
+
 class LineProgress(ProgressBar):
     """One line every ``every_s`` seconds of training (and at each epoch's last step): epoch,
     step, loss, images/s, ETA of the fit; one line per validation with its accuracy."""
@@ -33,6 +55,7 @@ class LineProgress(ProgressBar):
         self._last = 0.0
         self._start = 0.0
         self._start_step = 0
+        self._batches = 0
         self._images = 0
 
     def disable(self) -> None:
@@ -48,28 +71,30 @@ class LineProgress(ProgressBar):
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._start = self._last = time.monotonic()
         self._start_step = trainer.global_step
+        self._batches = 0
         self._images = 0
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        self._images += len(batch[0]) if isinstance(batch, list | tuple) else 0
+        self._images += _images_in(batch)
+        self._batches += 1
         now = time.monotonic()
         last_of_epoch = i + 1 == trainer.num_training_batches
         if now - self._last < self.every_s and not last_of_epoch:
             return
         self._last = now
         elapsed = now - self._start
-        done = trainer.global_step - self._start_step
-        total = int(trainer.estimated_stepping_batches)
-        left = (total - trainer.global_step) * elapsed / done if done else float("nan")
+        done = self._batches
+        steps_per_batch = max(trainer.global_step - self._start_step, 1) / done
+        left = _batches_left(trainer, i, steps_per_batch) * elapsed / done
         loss = trainer.progress_bar_metrics.get("train/loss")
         parts = [
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
             f"step {i + 1}/{trainer.num_training_batches}",
             f"loss {loss:.4g}" if loss is not None else None,
             f"{self._images / elapsed:.0f} img/s" if elapsed > 0 else None,
-            f"ETA {format_eta(left)}" if done else None,
+            f"ETA {format_eta(left)}" if left != float("inf") else None,
         ]
         self._print("  ".join(p for p in parts if p))
 

@@ -188,10 +188,14 @@ def test_identity_split_is_stratified_disjoint_and_seeded():
         identity_split(labels, 1.0)
 
 
-def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_path):
-    cfg = compose_run(tmp_path, [*SEARCH, "logger=default"])
+def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_path, capfd):
+    cfg = compose_run(tmp_path, [*SEARCH, "logger=default", "callbacks.progress.line_every_s=0"])
     row = run(cfg)
     out = Path(cfg.paths.output_dir)
+    # piped progress: the weights' images a second (a batch is {"weights": ..., "arch": ...})
+    lines = [x for x in capfd.readouterr().out.splitlines() if "  step " in x]
+    assert len(lines) == 2 * 2 and all(int(x.split(" img/s")[0].split()[-1]) > 0 for x in lines)
+    assert lines[-1].endswith("ETA 0:00")
     (wandb_run,) = (out / "wandb").glob("offline-run-*")
     media = list((wandb_run / "files" / "media").rglob("*.png"))
     assert len(media) == 2 * 3  # heat-map, normal and reduce cell, each epoch
