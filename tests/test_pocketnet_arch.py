@@ -56,6 +56,16 @@ def test_presets_match_the_paper_sizes_and_flops(preset, overrides, params, flop
     assert round(measured / 1e6, 2) == mflops
 
 
+def test_the_genotype_searched_on_lfw_dev_is_built_in_as_its_search_wrote_it():
+    """``genotype=lfw_dev``: experiment=search_lfw's genotype (its record in experiments/results),
+    a PocketNetS-128 of its own size (no pooling in its normal cell: larger than the face one)."""
+    record = Path(__file__).parents[1] / "experiments/results/search_lfw/genotype.yaml"
+    assert load_genotype("lfw_dev") == load_genotype(record)
+    model = build_pocketnet("pocketnet_s_128", genotype="lfw_dev")
+    assert sum(p.numel() for p in model.parameters()) == 1_189_600
+    assert count_flops_detailed(model, 112) == 844_387_456
+
+
 @pytest.mark.parametrize(
     ("official", "preset"), [("S128", "pocketnet_s_128"), ("M256", "pocketnet_m_256")]
 )

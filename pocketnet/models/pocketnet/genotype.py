@@ -45,6 +45,7 @@ BUILTIN_GENOTYPES: dict[str, str] = {
     "softmax_casia": "face.yaml",
     "cifar10": "cifar10.yaml",
     "softmax_cifar10": "cifar10.yaml",
+    "lfw_dev": "lfw_dev.yaml",  # searched on lfw-dev by experiment=search_lfw
 }
 
 
@@ -204,7 +205,8 @@ def _concat(node: ast.expr) -> list[int]:
 
 def load_genotype(name_or_path: str | Path) -> Genotype:
     """A genotype from a built-in name (``face``/``softmax_casia``, ``cifar10``/
-    ``softmax_cifar10``), a YAML file, a text file holding the DARTS string, or that string."""
+    ``softmax_cifar10``, ``lfw_dev``), a YAML file, a text file holding the DARTS string, or that
+    string."""
     text = str(name_or_path)
     if text in BUILTIN_GENOTYPES:
         resource = resources.files(__package__) / "genotypes" / BUILTIN_GENOTYPES[text]
