@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.trainer.states import TrainerFn
 
 __all__ = ["LineProgress", "format_eta"]
 
@@ -103,4 +104,7 @@ class LineProgress(ProgressBar):
             return
         shown = {k: v for k, v in trainer.progress_bar_metrics.items() if k.startswith("val/")}
         figures = "  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-        self._print(f"epoch {trainer.current_epoch + 1} validated: {figures}")
+        # after training (a finished run resumed, ``trainer.validate``): the weights as they are
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        what = f"epoch {trainer.current_epoch + 1}" if fitting else "checkpoint"
+        self._print(f"{what} validated: {figures}")

@@ -164,7 +164,9 @@ def test_a_resumed_run_goes_on_in_its_folder(tmp_path, monkeypatch):
     assert len(runs) == 2 and len(ids) == 1, runs
 
 
-def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path, monkeypatch):
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(
+    tmp_path, monkeypatch, capfd
+):
     from pocketnet.stages import training
 
     overrides = [*FAST, "stage=teacher", "backbone=resnet18_tiny", "stage.bank.enabled=false"]
@@ -184,9 +186,12 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(tmp_path,
     assert 0 < state["callbacks"]["TrainClock"]["seconds"] < 600
     state["callbacks"]["TrainClock"]["seconds"] = 3600.0  # as if the first start took an hour
     torch.save(state, last)
+    capfd.readouterr()
     resumed = run(compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"]))
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
     assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
+    validated = [x for x in capfd.readouterr().out.splitlines() if " validated: " in x]
+    assert len(validated) == 1 and validated[0].startswith("checkpoint validated: val/acc 0.")
     assert 60 <= resumed.train_min < 61  # the whole run's training time, not the resume's
     del state["callbacks"]["TrainClock"]  # a checkpoint from before the clock: time unknown
     torch.save(state, last)
