@@ -87,7 +87,8 @@ class LineProgress(ProgressBar):
         self._last = now
         elapsed = now - self._start
         done = self._batches
-        steps_per_batch = max(trainer.global_step - self._start_step, 1) / done
+        steps = trainer.global_step - self._start_step  # none yet while accumulating
+        steps_per_batch = steps / done if steps else 1 / trainer.accumulate_grad_batches
         left = _batches_left(trainer, i, steps_per_batch) * elapsed / done
         loss = trainer.progress_bar_metrics.get("train/loss")
         parts = [

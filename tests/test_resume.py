@@ -135,6 +135,30 @@ def test_a_killed_run_resumed_ends_as_the_uninterrupted_one(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
+def test_a_checkpoint_without_mid_epoch_resumes_after_its_epochs_end(tmp_path, monkeypatch):
+    """Checkpoints written before the data state said ``mid_epoch``: one taken at an epoch's
+    end (all its batches done) resumes with the next epoch, not an empty one."""
+    overrides = [*FAST, *STEPS, "stage=teacher", "backbone=resnet18_tiny"]
+    overrides += ["stage.bank.enabled=false", "data.num_workers=1"]
+    run(compose_run(tmp_path / "whole", overrides))
+    from pocketnet.stages import training
+
+    real = training.build_callbacks
+    monkeypatch.setattr(training, "build_callbacks", lambda *a, **k: [*real(*a, **k), KillAt(7)])
+    first = compose_run(tmp_path / "first", overrides)
+    with pytest.raises(Killed):
+        run(first)
+    monkeypatch.setattr(training, "build_callbacks", real)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["FaceDataModule"].pop("mid_epoch") is False  # taken at epoch 2's end
+    torch.save(state, last)
+    resumed = compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"])
+    run(resumed)
+    a, b = _weights(tmp_path / "whole" / "run"), _weights(Path(resumed.paths.output_dir))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _rows(metrics_csv: Path) -> list[dict[str, str]]:
     """The CSV's rows without the columns a machine's timing changes (model/CPU_ms...), in
     step order."""

@@ -195,7 +195,6 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
     # piped progress: the weights' images a second (a batch is {"weights": ..., "arch": ...})
     lines = [x for x in capfd.readouterr().out.splitlines() if "  step " in x]
     assert len(lines) == 2 * 2 and all(int(x.split(" img/s")[0].split()[-1]) > 0 for x in lines)
-    assert lines[-1].endswith("ETA 0:00")
     (wandb_run,) = (out / "wandb").glob("offline-run-*")
     media = list((wandb_run / "files" / "media").rglob("*.png"))
     assert len(media) == 2 * 3  # heat-map, normal and reduce cell, each epoch

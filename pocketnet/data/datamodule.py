@@ -63,6 +63,9 @@ class FaceDataModule(L.LightningDataModule):
         super().__init__()
         self.seed = seed
         self.resumed: dict[str, int] | None = None  # a checkpoint's place in its epoch
+        # whether the checkpoint to resume was taken at an epoch's end, from Lightning's loop
+        # state (for checkpoints older than the data state's "mid_epoch")
+        self.epoch_ended: bool | None = None
         if cfg.name not in SOURCES:
             raise ValueError(
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
@@ -162,6 +165,8 @@ class FaceDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resumed = dict(state) if state else None
+        if self.resumed and "mid_epoch" not in self.resumed and self.epoch_ended is not None:
+            self.resumed["mid_epoch"] = not self.epoch_ended  # an older checkpoint
         if state and "seed" in state:
             self.seed = int(state["seed"])
 

@@ -127,9 +127,9 @@ class TeacherBankCallback(L.Callback):
     def _save(self, trainer: L.Trainer, module: L.LightningModule, epoch: int) -> None:
         module = reported_weights(trainer, module)
         head = module.head.full_state_dict()  # every process: a sharded head gathers
+        step = self.saved_step = trainer.global_step  # every process, or on_train_end waits
         if not trainer.is_global_zero:
             return
-        step = trainer.global_step
         total = int(trainer.estimated_stepping_batches)
         metrics = {
             k: float(v)
@@ -148,7 +148,6 @@ class TeacherBankCallback(L.Callback):
             "metrics": metrics,
         }
         self.bank.add(payload, entry, total)
-        self.saved_step = step
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         if not self.fractions:
