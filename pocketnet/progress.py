@@ -33,14 +33,20 @@ def _images_in(batch: Any) -> int:
     return 0
 
 
-def _batches_left(trainer: L.Trainer, i: int, steps_per_batch: float) -> float:
-    """Batches left in the fit after batch ``i`` of this epoch. Counted in batches, not optimiser
-    steps: a search or an adversary steps two optimisers a batch and Lightning counts both."""
+def batches_left(
+    epochs: tuple[int | None, int, float, int], steps: tuple[int | None, int, float]
+) -> float:
+    """Batches left in the fit: by ``epochs`` = (max_epochs, epoch, batches an epoch, index of
+    the batch just done) and by ``steps`` = (max_steps, optimiser steps taken, steps a batch),
+    whichever ends first (None or -1: no limit). Counted in batches, not optimiser steps: a
+    search or an adversary steps two optimisers a batch and Lightning counts both."""
+    max_epochs, epoch, per_epoch, i = epochs
+    max_steps, step, steps_per_batch = steps
     left = float("inf")
-    if trainer.max_epochs is not None and trainer.max_epochs >= 0:
-        left = (trainer.max_epochs - trainer.current_epoch) * trainer.num_training_batches - i - 1
-    if trainer.max_steps is not None and trainer.max_steps >= 0:  # counts optimiser steps
-        left = min(left, (trainer.max_steps - trainer.global_step) / steps_per_batch)
+    if max_epochs is not None and max_epochs >= 0:
+        left = (max_epochs - epoch) * per_epoch - i - 1
+    if max_steps is not None and max_steps >= 0:
+        left = min(left, (max_steps - step) / steps_per_batch)
     return left
 
 
@@ -89,7 +95,11 @@ class LineProgress(ProgressBar):
         done = self._batches
         steps = trainer.global_step - self._start_step  # none yet while accumulating
         steps_per_batch = steps / done if steps else 1 / trainer.accumulate_grad_batches
-        left = _batches_left(trainer, i, steps_per_batch) * elapsed / done
+        left = batches_left(
+            (trainer.max_epochs, trainer.current_epoch, trainer.num_training_batches, i),
+            (trainer.max_steps, trainer.global_step, steps_per_batch),
+        )
+        left *= elapsed / done
         loss = trainer.progress_bar_metrics.get("train/loss")
         parts = [
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",

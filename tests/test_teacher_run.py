@@ -3,7 +3,6 @@
 import csv
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 from pocketnet.console import configure_console
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.models.factory import backbone_from_config
-from pocketnet.progress import _batches_left, format_eta
+from pocketnet.progress import batches_left, format_eta
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.stages.base import NonFiniteLossError
@@ -206,12 +205,11 @@ def test_eta_format():
 def test_the_eta_counts_batches_not_optimiser_steps():
     """Half-way through a 2-epoch fit of 10 batches an epoch, two optimiser steps a batch (a
     search, an adversary): 10 batches are left, whatever Lightning's step counter says."""
-    half = SimpleNamespace(
-        max_epochs=2, current_epoch=1, num_training_batches=10, global_step=20, max_steps=-1
-    )
-    assert _batches_left(half, -1, steps_per_batch=2.0) == 10
+    half = (2, 1, 10, -1)  # epoch 1 (0-based) about to start
+    assert batches_left(half, (-1, 20, 2.0)) == 10
     # max_steps (optimiser steps) binds first: 30 steps at 2 a batch = 5 batches left
-    assert _batches_left(SimpleNamespace(**{**vars(half), "max_steps": 30}), -1, 2.0) == 5
+    assert batches_left(half, (30, 20, 2.0)) == 5
+    assert batches_left((None, 1, 10, -1), (None, 20, 2.0)) == float("inf")
 
 
 def test_tensorboard_mlflow_and_early_stopping_come_from_config(tmp_path):

@@ -41,9 +41,15 @@ class FaceBatch(NamedTuple):
     student_images: torch.Tensor
 
 
-def taken_mid_epoch(state: dict[str, int] | None) -> bool:
-    """Whether a checkpoint's data state was taken inside its epoch (not at the epoch's end)."""
-    return bool(state) and bool(state.get("mid_epoch", state.get("batches_done")))
+def taken_mid_epoch(state: dict[str, int] | None, epoch_ended: bool | None = None) -> bool:
+    """Whether a checkpoint's data state was taken inside its epoch (not at the epoch's end).
+    A state older than its ``mid_epoch`` key: from Lightning's loop state (``epoch_ended``, its
+    epoch's last batch done) when known, else from the batches it had taken."""
+    if not state:
+        return False
+    if "mid_epoch" in state:
+        return bool(state["mid_epoch"])
+    return not epoch_ended if epoch_ended is not None else bool(state.get("batches_done"))
 
 
 class FaceDataModule(L.LightningDataModule):
@@ -63,9 +69,7 @@ class FaceDataModule(L.LightningDataModule):
         super().__init__()
         self.seed = seed
         self.resumed: dict[str, int] | None = None  # a checkpoint's place in its epoch
-        # whether the checkpoint to resume was taken at an epoch's end, from Lightning's loop
-        # state (for checkpoints older than the data state's "mid_epoch")
-        self.epoch_ended: bool | None = None
+        self.epoch_ended: bool | None = None  # the resumed checkpoint's, by Lightning's loops
         if cfg.name not in SOURCES:
             raise ValueError(
                 f"data.name={cfg.name!r} is not a known source; valid: {sorted(SOURCES)}"
@@ -125,13 +129,14 @@ class FaceDataModule(L.LightningDataModule):
         builds the iterator), and the counter never goes back."""
         trainer = self.trainer
         epoch = 0 if trainer is None else trainer.current_epoch
-        if self.resumed is None or "epoch" not in self.resumed:
+        if self.resumed is None:
             return epoch
-        return max(epoch, self.resumed["epoch"] + (0 if taken_mid_epoch(self.resumed) else 1))
+        mid_epoch = taken_mid_epoch(self.resumed, self.epoch_ended)
+        return max(epoch, self.resumed["epoch"] + (0 if mid_epoch else 1))
 
     def _skip(self, epoch: int) -> int:
         """Samples of ``epoch`` a resumed mid-epoch run had taken (0 in any other epoch)."""
-        if not taken_mid_epoch(self.resumed) or self.resumed["epoch"] != epoch:
+        if not taken_mid_epoch(self.resumed, self.epoch_ended) or self.resumed["epoch"] != epoch:
             return 0
         return self.resumed["batches_done"] * self.resumed["batch_size"]
 
@@ -152,11 +157,14 @@ class FaceDataModule(L.LightningDataModule):
             "mid_epoch": done < trainer.num_training_batches,
         }
 
-    @staticmethod
-    def check_resumable(state: dict[str, int] | None, world: int) -> None:
+    def check_resumable(self, checkpoint: dict[str, Any], world: int) -> None:
         """A checkpoint taken mid-epoch resumes only with as many processes (each skips its own
-        share's batches)."""
-        if taken_mid_epoch(state) and state.get("world", 1) != world:
+        share's batches). Notes whether it was taken at an epoch's end, for the data state of
+        checkpoints that do not say."""
+        progress = checkpoint.get("loops", {}).get("fit_loop", {})
+        self.epoch_ended = progress.get("epoch_loop.batch_progress", {}).get("is_last_batch")
+        state = checkpoint.get(type(self).__qualname__)
+        if taken_mid_epoch(state, self.epoch_ended) and state.get("world", 1) != world:
             raise ValueError(
                 f"the checkpoint was taken mid-epoch by {state.get('world', 1)} processes and "
                 f"this run has {world}: resume it with as many (trainer.devices x "
@@ -165,8 +173,6 @@ class FaceDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.resumed = dict(state) if state else None
-        if self.resumed and "mid_epoch" not in self.resumed and self.epoch_ended is not None:
-            self.resumed["mid_epoch"] = not self.epoch_ended  # an older checkpoint
         if state and "seed" in state:
             self.seed = int(state["seed"])
 

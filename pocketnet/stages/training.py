@@ -250,9 +250,7 @@ def _check_resumable(run: Run, ckpt_path: str, payload: Any) -> None:
     check_resumable(payload, run.trainer.callbacks, ckpt_path)
     data = run.parts.datamodule
     if isinstance(data, FaceDataModule):
-        data.check_resumable(payload.get(type(data).__qualname__), run.trainer.world_size)
-        loop = payload.get("loops", {}).get("fit_loop", {})
-        data.epoch_ended = loop.get("epoch_loop.batch_progress", {}).get("is_last_batch")
+        data.check_resumable(payload, run.trainer.world_size)
     states = payload.get("callbacks", {})
     for callback in run.trainer.callbacks:
         if hasattr(callback, "check_resumed_state"):
