@@ -108,6 +108,7 @@ def test_debug_preset_shrinks_the_run(compose):
         ("stage.optimizer.lr=nan", ["stage.optimizer.lr=nan", "finite number > 0"]),
         ("data.batch_size=0", ["data.batch_size=0", ">= 1"]),
         ("data.resolution=7", ["data.resolution=7", ">= 16 pixels"]),
+        ("head.label_smoothing=1.0", ["head.label_smoothing=1.0", "in [0, 1)"]),
     ],
 )
 def test_config_mistakes_name_the_key_and_what_is_valid(override, expected):

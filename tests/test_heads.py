@@ -59,6 +59,20 @@ def test_fallback_past_pi_keeps_the_target_logit_decreasing():
     assert just_after == pytest.approx(-1.0, abs=1e-3)
 
 
+def test_label_smoothing_by_hand():
+    """CosFace, 30 deg from class 1 (60 and 120 deg from the others): the target is 0.9 on
+    class 1 and 0.1 / 3 on every class, so the loss is log-sum-exp minus that mix of logits."""
+    s, m3 = 4.0, 0.35
+    logits = [s * math.cos(math.radians(60)), s * (math.cos(math.radians(30)) - m3)]
+    logits.append(s * math.cos(math.radians(120)))
+    lse = math.log(sum(math.exp(z) for z in logits))
+    want = lse - 0.9 * logits[1] - 0.1 * sum(logits) / 3
+    head = _head(s=s, m1=1.0, m2=0.0, m3=m3, label_smoothing=0.1)
+    assert head.loss(_emb(60.0), torch.tensor([1])).item() == pytest.approx(want, abs=1e-5)
+    plain = _head(s=s, m1=1.0, m2=0.0, m3=m3).loss(_emb(60.0), torch.tensor([1])).item()
+    assert plain == pytest.approx(lse - logits[1], abs=1e-5)
+
+
 def test_head_is_fp32_and_finite_at_the_clamp():
     head = _head()
     emb = torch.tensor([[1.0, 0.0]], dtype=torch.bfloat16)  # exactly on the class centre
@@ -74,3 +88,5 @@ def test_bad_head_arguments_are_named():
         MarginHead(8, 1)
     with pytest.raises(ValueError, match="m1"):
         MarginHead(8, 4, m1=0.0)
+    with pytest.raises(ValueError, match=r"head.label_smoothing must be in \[0, 1\), got 1.0"):
+        MarginHead(8, 4, label_smoothing=1.0)

@@ -53,7 +53,8 @@ def _recipe(cfg) -> None:
     assert (t.max_epochs, t.gradient_clip_val, t.gradient_clip_algorithm) == (26, 5.0, "norm")
     assert (t.strategy, t.num_nodes, t.accumulate_grad_batches) == ("ddp", 1, 1)
     assert d.batch_size * t.devices == 512  # the papers' global batch
-    assert (h.name, h.s, h.m1, h.m2, h.m3, h.sample_rate) == ("arcface", 64.0, 1.0, 0.5, 0.0, 1.0)
+    assert (h.name, h.s, h.m1, h.m2, h.m3) == ("arcface", 64.0, 1.0, 0.5, 0.0)
+    assert (h.sample_rate, h.label_smoothing) == (1.0, 0.0)
 
 
 def test_the_teacher_is_pocketnets_iresnet100_with_a_bank_every_epoch(compose):

@@ -31,7 +31,7 @@ def _pair(margin: dict, sample_rate: float, classes: int = 12, dim: int = 8):
     return plain, partial
 
 
-@pytest.mark.parametrize("margin", [ARC, COS])
+@pytest.mark.parametrize("margin", [ARC, COS, {**COS, "label_smoothing": 0.1}])
 def test_rate_one_is_the_plain_head_to_float32_rounding(margin):
     plain, partial = _pair(margin, 1.0)
     assert torch.equal(plain.weight, partial.weight)
@@ -67,9 +67,11 @@ def test_a_shard_without_positives_still_samples_a_centre():
         PartialFCHead(8, 3, rank=0, world_size=4, **ARC)
 
 
-def test_a_sampled_step_is_the_plain_loss_over_the_sampled_centres():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_a_sampled_step_is_the_plain_loss_over_the_sampled_centres(smoothing):
+    """Label smoothing spreads over the centres the step samples."""
     torch.manual_seed(0)
-    head = PartialFCHead(8, 50, sample_rate=0.2, **ARC)
+    head = PartialFCHead(8, 50, sample_rate=0.2, label_smoothing=smoothing, **ARC)
     x, labels = torch.randn(6, 8), torch.tensor([0, 7, 7, 23, 41, 49])
     torch.manual_seed(5)
     loss = head.loss(x, labels)
@@ -77,16 +79,15 @@ def test_a_sampled_step_is_the_plain_loss_over_the_sampled_centres():
     index = head.sample(labels)
     sub = MarginHead(8, index.numel(), **ARC)
     sub.weight.data = head.weight.data[index]
-    expected = F.cross_entropy(
-        sub(x, torch.searchsorted(index, labels)), torch.searchsorted(index, labels)
-    )
+    local = torch.searchsorted(index, labels)
+    expected = F.cross_entropy(sub(x, local), local, label_smoothing=smoothing)
     torch.testing.assert_close(loss, expected)
 
 
-def _rank_step(rank: int, world: int, init: str, out: str) -> None:
+def _rank_step(rank: int, world: int, init: str, out: str, margin: dict) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     torch.manual_seed(0)
-    head = PartialFCHead(8, 7, sample_rate=1.0, rank=rank, world_size=world, **ARC)
+    head = PartialFCHead(8, 7, sample_rate=1.0, rank=rank, world_size=world, **margin)
     torch.manual_seed(1)
     x, labels = torch.randn(world * 3, 8), torch.randint(0, 7, (world * 3,))
     mine = x[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
@@ -97,15 +98,17 @@ def _rank_step(rank: int, world: int, init: str, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_two_processes_hold_half_the_centres_and_agree_with_one(tmp_path):
+@pytest.mark.parametrize("margin", [ARC, {**ARC, "label_smoothing": 0.1}])
+def test_two_processes_hold_half_the_centres_and_agree_with_one(tmp_path, margin):
+    """Label smoothing spreads over both processes' centres, as on one."""
     world = 2
     outs = [str(tmp_path / f"rank{r}.pt") for r in range(world)]
     init = f"file://{tmp_path / 'store'}"
-    mp.spawn(_step_and_save, args=(world, init, outs), nprocs=world, join=True)
+    mp.spawn(_step_and_save, args=(world, init, outs, margin), nprocs=world, join=True)
     ranks = [torch.load(o, weights_only=True) for o in outs]
 
     torch.manual_seed(0)
-    plain = MarginHead(8, 7, **ARC)
+    plain = MarginHead(8, 7, **margin)
     torch.manual_seed(1)
     x, labels = torch.randn(world * 3, 8), torch.randint(0, 7, (world * 3,))
     x.requires_grad_()
@@ -121,8 +124,8 @@ def test_two_processes_hold_half_the_centres_and_agree_with_one(tmp_path):
         torch.testing.assert_close(got["all"], plain.weight.detach())
 
 
-def _step_and_save(rank: int, world: int, init: str, outs: list[str]) -> None:
-    _rank_step(rank, world, init, outs[rank])
+def _step_and_save(rank: int, world: int, init: str, outs: list[str], margin: dict) -> None:
+    _rank_step(rank, world, init, outs[rank], margin)
 
 
 def test_bad_settings_name_the_key():

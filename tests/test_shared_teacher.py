@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
-from pocketnet.distill.shared_teacher import DONE, _identity, teacher_run_config
+from pocketnet.distill.shared_teacher import DONE, NEUTRAL, _identity, teacher_run_config
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
@@ -75,16 +75,21 @@ def test_the_teacher_folder_follows_the_teachers_config(tmp_path):
     assert Path(teacher_run_config(named).paths.output_dir).name.startswith("lfw_dev_teacher-")
 
 
-def test_an_option_added_later_keeps_the_teacher_folder_at_its_neutral_value(tmp_path):
-    """stage.optimizer.fused=false trains as the code before the key did: the same folder, so
-    the tables' shared teacher is not trained again; fused=true is another teacher."""
+@pytest.mark.parametrize(
+    ("key", "other"), [("stage.optimizer.fused", True), ("head.label_smoothing", 0.1)]
+)
+def test_an_option_added_later_keeps_the_teacher_folder_at_its_neutral_value(tmp_path, key, other):
+    """stage.optimizer.fused=false and head.label_smoothing=0 train as the code before the key
+    did: the same folder, so the tables' shared teacher is not trained again; another value is
+    another teacher."""
     cfg = compose_run(tmp_path, ["stage=teacher", "data=tiny"])
+    parent, leaf = key.rsplit(".", 1)
     older = cfg.copy()
     with open_dict(older):
-        del older.stage.optimizer.fused
-    assert cfg.stage.optimizer.fused is False
+        delattr(OmegaConf.select(older, parent), leaf)
+    assert OmegaConf.select(cfg, key) == NEUTRAL[tuple(key.split("."))]
     assert _identity(cfg) == _identity(older)
-    cfg.stage.optimizer.fused = True
+    OmegaConf.update(cfg, key, other)
     assert _identity(cfg) != _identity(older)
 
 

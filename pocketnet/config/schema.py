@@ -140,6 +140,7 @@ class HeadConfig:
     m3: float = MISSING
     normalize: bool = MISSING
     sample_rate: float = MISSING  # Partial FC below 1.0 (pocketnet/models/partial_fc.py)
+    label_smoothing: float = MISSING  # of the target spread over every class (0: none)
 
 
 @dataclass

@@ -26,6 +26,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("resolution.student", lambda v: v >= MIN_RESOLUTION, f">= {MIN_RESOLUTION} pixels"),
     ("head.s", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     ("head.sample_rate", lambda v: 0 < v <= 1, "in (0, 1]: the share of class centres a step uses"),
+    ("head.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1): the share of the target spread"),
     ("trainer.gradient_clip_val", lambda v: v is None or v > 0, "> 0, or null for no clipping"),
 ]
 

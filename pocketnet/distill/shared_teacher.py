@@ -49,7 +49,7 @@ CARRIED = ("debug", "trainer")  # the student command's choices that reach its t
 # keys that do not change the trained teacher
 # keys added after teachers were shared, left out at the value that trains as before: adding an
 # option does not retrain (and so split) the teacher every table shares
-NEUTRAL = {("stage", "optimizer", "fused"): False}
+NEUTRAL = {("stage", "optimizer", "fused"): False, ("head", "label_smoothing"): 0.0}
 
 
 def _files(root: str | None) -> Any:

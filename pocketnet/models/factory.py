@@ -87,6 +87,7 @@ def head_from_config(cfg: Any, embedding_size: int, num_classes: int) -> MarginH
     (sampled centres) where ``head.sample_rate`` < 1."""
     cfg = plain_dict(cfg)
     margin = {k: cfg[k] for k in ("s", "m1", "m2", "m3", "normalize")}
+    margin["label_smoothing"] = cfg.get("label_smoothing", 0.0)  # older checkpoints have none
     rate = cfg.get("sample_rate", 1.0)  # checkpoints from before Partial FC have none
     if rate < 1.0:
         return PartialFCHead(embedding_size, num_classes, sample_rate=rate, **margin)

@@ -33,6 +33,7 @@ class MarginHead(nn.Module):
         m2: float = 0.5,
         m3: float = 0.0,
         normalize: bool = True,
+        label_smoothing: float = 0.0,
         eps: float = 1e-7,
     ):
         super().__init__()
@@ -40,7 +41,10 @@ class MarginHead(nn.Module):
             raise ValueError(f"head: num_classes must be >= 2, got {num_classes}")
         if m1 <= 0:
             raise ValueError(f"head.m1 must be > 0, got {m1}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"head.label_smoothing must be in [0, 1), got {label_smoothing}")
         self.s, self.m1, self.m2, self.m3 = float(s), float(m1), float(m2), float(m3)
+        self.label_smoothing = float(label_smoothing)
         self.normalize = normalize
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
@@ -86,8 +90,11 @@ class MarginHead(nn.Module):
         return self.with_margin(self.cosine(embeddings), labels)
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over the margin logits of the training identities."""
-        return F.cross_entropy(self(embeddings, labels), labels)
+        """Cross-entropy over the margin logits of the training identities; with
+        ``label_smoothing`` e the target is (1 - e) on the label plus e spread over every class."""
+        return F.cross_entropy(
+            self(embeddings, labels), labels, label_smoothing=self.label_smoothing
+        )
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The state with every class centre (a sharded head gathers them: collective)."""

@@ -61,10 +61,13 @@ class _GatherRows(torch.autograd.Function):
 
 class _ShardedCrossEntropy(torch.autograd.Function):
     """Mean softmax cross-entropy of logits split by columns over the processes; ``labels``
-    index this process's columns, -1 where a row's class is elsewhere."""
+    index this process's columns, -1 where a row's class is elsewhere. With ``smoothing`` e the
+    target is (1 - e) on the label plus e spread over every column of every process."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, labels: torch.Tensor, distributed: bool):
+    def forward(
+        ctx: Any, logits: torch.Tensor, labels: torch.Tensor, distributed: bool, smoothing: float
+    ):
         top = logits.max(dim=1).values
         if distributed:
             dist.all_reduce(top, op=dist.ReduceOp.MAX)
@@ -73,26 +76,34 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         total = exp.sum(dim=1)
         here = labels >= 0
         target = torch.where(here, shifted.gather(1, labels.clamp(min=0)[:, None])[:, 0], 0.0)
+        spread = shifted.sum(dim=1)  # the uniform part of the target: every column's logit
+        columns = torch.tensor(float(logits.shape[1]), device=logits.device)
         if distributed:
             dist.all_reduce(total)
             dist.all_reduce(target)  # each row's target column is on exactly one process
+            if smoothing:
+                dist.all_reduce(spread)
+                dist.all_reduce(columns)
         ctx.save_for_backward(exp / total[:, None], labels)
-        return (total.log() - target).mean()
+        ctx.smoothing, ctx.columns = smoothing, float(columns)
+        kept = (1.0 - smoothing) * target + smoothing * spread / columns
+        return (total.log() - kept).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         probs, labels = ctx.saved_tensors
         here = (labels >= 0).nonzero()[:, 0]
-        probs = probs.clone()
-        probs[here, labels[here]] -= 1.0
-        return probs * (grad / probs.shape[0]), None, None
+        probs = probs - ctx.smoothing / ctx.columns
+        probs[here, labels[here]] -= 1.0 - ctx.smoothing
+        return probs * (grad / probs.shape[0]), None, None, None
 
 
 def sharded_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, distributed: bool
+    logits: torch.Tensor, labels: torch.Tensor, distributed: bool, smoothing: float = 0.0
 ) -> torch.Tensor:
-    """The mean cross-entropy over all processes' columns (``distributed``) or these alone."""
-    return _ShardedCrossEntropy.apply(logits, labels, distributed)
+    """The mean cross-entropy over all processes' columns (``distributed``) or these alone,
+    ``smoothing`` of the target spread over those columns."""
+    return _ShardedCrossEntropy.apply(logits, labels, distributed, smoothing)
 
 
 class PartialFCHead(MarginHead):
@@ -175,7 +186,7 @@ class PartialFCHead(MarginHead):
             local = local.clone()
             local[here] = torch.searchsorted(index, local[here])
         logits = self.with_margin(self.cosine(embeddings, centres), local)
-        return sharded_cross_entropy(logits, local, distributed)
+        return sharded_cross_entropy(logits, local, distributed, self.label_smoothing)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
