@@ -1,7 +1,7 @@
 """Sessions: tests (default), lint, quickstart, slow, bench.
 
 tests, quickstart, slow and bench share one environment, ``.nox/pocketnet`` (torch and its CUDA
-libraries: 5.9 GB, a few minutes to install once): the first of them makes it, the others reuse
+libraries: 6.6 GB, a few minutes to install once): the first of them makes it, the others reuse
 it and reinstall only when pyproject.toml changes. lint has its own (ruff only).
 """
 
