@@ -1,7 +1,9 @@
 """Every config composes; mistakes fail at start with the key and what is valid."""
 
+import os
 import subprocess
 import sys
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -27,13 +29,35 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
 
+def _own_values(path: Path) -> dict[str, object]:
+    """An option file's own plain values by dotted key (no defaults list, ``hydra`` node,
+    interpolations or mandatory ``???``)."""
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    own.pop("defaults", None)
+    own.pop("hydra", None)  # Hydra's own settings, not the run's config
+    out: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif not (isinstance(node, str) and ("${" in node or node == "???")):
+            out[prefix] = node
+
+    walk(own, "")
+    return out
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
-def test_every_group_option_composes(compose, group, option):
+def test_every_group_option_composes_with_its_own_values(compose, group, option):
     key = f"{group}@{MOUNTED[group]}" if group in MOUNTED else group
     cfg = compose([f"{key}={option}"])
-    node = OmegaConf.select(cfg, MOUNTED.get(group, group))
-    if group in ("stage", "kd", "head", "resolution", "optimizer", "scheduler"):
-        assert node.name == option  # each option names itself
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    glob = "@package _global_" in path.read_text()
+    node = cfg if glob else OmegaConf.select(cfg, MOUNTED.get(group, group))
+    for leaf, value in _own_values(path).items():  # what the option file says is what the run gets
+        got = OmegaConf.select(node, leaf, throw_on_missing=False)
+        assert (got.name if isinstance(got, Enum) else got) == value, leaf
     assert cfg.stage.name == (option if group == "stage" else "teacher")
 
 
@@ -153,6 +177,7 @@ def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pocketnet", "trainer.max_epoch=3"],
         cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "POCKETNET_ROOT"},  # logs/ would be there
         capture_output=True,
         text=True,
         timeout=120,
@@ -169,7 +194,8 @@ def test_a_gpu_trainer_without_a_gpu_is_one_line_before_any_work(tmp_path, overr
     cfg = compose_run(tmp_path, ["stage=teacher", "debug=fast", "data=tiny", override])
     with pytest.raises(SetupError, match=r"accelerator=gpu .* 0 CUDA GPU\(s\); use trainer=cpu"):
         run(cfg)
-    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "cache").exists()  # the tiny faces were not even made
 
 
 @pytest.mark.parametrize(

@@ -74,5 +74,6 @@ def test_console_script_is_installed():
     out = subprocess.run([script, "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("pack", "unpack", "info", "make-bin", "verify"):
         assert command in out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main(["pack"])  # argparse: missing arguments
+    assert exit_.value.code == 2

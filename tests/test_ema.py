@@ -94,8 +94,6 @@ def test_ema_is_refused_where_it_is_not_exact(tmp_path):
     with pytest.raises(SetupError, match=r"ema \(pocketnet.ema.WeightEMA\) averages weights, wh"):
         run(compose_run(tmp_path / "s", [*FAST, *student, *EMA]))
 
-    plain = compose_run(tmp_path / "a", FAST)
-    run(plain)
     averaged = compose_run(tmp_path / "b", [*FAST, *EMA])
     run(averaged)
     ckpt = Path(averaged.paths.output_dir) / "checkpoints" / "last.ckpt"

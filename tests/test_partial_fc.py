@@ -144,8 +144,7 @@ def test_a_teacher_trains_with_sampled_centres_and_reloads(tmp_path):
 
     fast = ["stage=teacher", "debug=fast", "data=tiny", "print_config=false"]
     cfg = compose_run(tmp_path, [*fast, "head=cosface", "head.sample_rate=0.25"])
-    result = run(cfg)
-    assert 0.0 <= result.best_acc <= 1.0
+    run(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
         losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert len(losses) == 6 and all(math.isfinite(v) and v > 0 for v in losses)

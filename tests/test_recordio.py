@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from pocketnet.data.encoded import CorruptImageError, decode_rgb
 from pocketnet.data.face_rec import (
@@ -32,6 +32,7 @@ from pocketnet.data.recordio import (
     read_index,
     unpack_record,
 )
+from pocketnet.data.sampling import EpochShuffle
 from tests.conftest import LFW_DEV
 
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -205,12 +206,18 @@ def test_dataloader_workers_and_ddp_shards_read_everything_once(faces, tmp_path)
     loader = DataLoader(dataset, batch_size=3, num_workers=2, collate_fn=lambda b: b)
     got = torch.cat([labels for _, labels, _ in loader])
     assert got.tolist() == want.tolist()
-    shards = [
-        list(DistributedSampler(dataset, 2, r, shuffle=True, seed=1, drop_last=True))
-        for r in range(2)
-    ]
-    assert len(shards[0]) == len(shards[1]) == len(dataset) // 2
-    assert not set(shards[0]) & set(shards[1])
+    shards = []
+    for rank in range(2):  # pocketnet's DDP sampler, read through loader workers
+        sampler = EpochShuffle(dataset, 1, lambda: 0, lambda epoch: 0, rank=rank, world=2)
+        shard = list(sampler)
+        loader = DataLoader(
+            dataset, batch_size=3, sampler=sampler, num_workers=2, collate_fn=lambda b: b
+        )
+        got = torch.cat([labels for _, labels, _ in loader])
+        assert got.tolist() == want[shard].tolist()
+        shards.append(shard)
+    assert len(shards[0]) == len(shards[1]) == -(-len(dataset) // 2)  # padded to equal shares
+    assert set(shards[0]) | set(shards[1]) == set(range(len(dataset)))
 
 
 # ----------------------------------------------------------------------------- bad input

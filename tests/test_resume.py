@@ -241,7 +241,7 @@ def test_ckpt_path_last_starts_a_run_then_resumes_it_in_its_folder(tmp_path, cap
     assert steps == sorted(set(steps)) and len(steps) == 6  # one series, appended
 
 
-def test_ckpt_path_last_refuses_a_folder_that_holds_a_run_of_another_config(tmp_path):
+def test_ckpt_path_last_refuses_a_folder_that_holds_a_run_of_another_config(tmp_path, capsys):
     """A sweep run again into the same folder with other values: job 0 finds the old job 0's
     checkpoint, which must not be reported as the new run."""
     command = [*FAST, "stage=teacher", "backbone=resnet18_tiny", "trainer.max_epochs=1"]
@@ -251,4 +251,8 @@ def test_ckpt_path_last_refuses_a_folder_that_holds_a_run_of_another_config(tmp_
         run(other)
     # what a resumed run may change: its length, its loaders
     again = compose_run(tmp_path, [*command, "seed=1", "ckpt_path=last", "trainer.max_epochs=2"])
-    assert run(again).sets is not None
+    capsys.readouterr()
+    run(again)
+    last = Path(again.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert f"ckpt_path=last: resuming from {last}" in capsys.readouterr().err
+    assert torch.load(last, weights_only=True)["global_step"] == 6  # epoch 2 after epoch 1

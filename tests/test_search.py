@@ -232,10 +232,13 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
             "trainer.limit_train_batches=1",
         ],
     )
-    trained = run(teacher)
-    assert np.isfinite(trained.sets["synthetic"]["acc"])
+    run(teacher)
     net = backbone_from_config(teacher.backbone, 32)
     assert net.genotype == genotype
+    state = torch.load(
+        Path(teacher.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True
+    )["state_dict"]
+    net.load_state_dict({k[9:]: v for k, v in state.items() if k.startswith("backbone.")})
 
 
 def test_search_resumes_with_its_record(tmp_path):

@@ -63,7 +63,7 @@ def test_transform_rgb_bgr_and_resize():
         FaceBatchTransform("grey")
 
 
-def test_flip_mirrors_about_half_and_marks_their_keys():
+def test_flip_mirrors_about_half_the_batch_repeatably():
     images = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
     order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
     batch, labels, keys = ArrayFaceDataset(images, np.arange(10)).__getitems__(order)
