@@ -29,6 +29,12 @@ from pocketnet.models.backbone import build_backbone
 
 PRESETS = {
     "pocketnet_s_128": lambda s: timm.create_model("pocketnet_s_128", input_size=s),
+    "pocketnet_s_128 (cifar10)": lambda s: timm.create_model(
+        "pocketnet_s_128", input_size=s, genotype="cifar10"
+    ),
+    "pocketnet_s_128 (lfw_dev)": lambda s: timm.create_model(
+        "pocketnet_s_128", input_size=s, genotype="lfw_dev"
+    ),
     "pocketnet_s_256": lambda s: timm.create_model("pocketnet_s_256", input_size=s),
     "pocketnet_m_128": lambda s: timm.create_model("pocketnet_m_128", input_size=s),
     "pocketnet_m_256": lambda s: timm.create_model("pocketnet_m_256", input_size=s),
@@ -88,8 +94,9 @@ def main() -> None:
         f"eager CPU, {args.size}x{args.size}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; latency = median of {args.runs} batch-1 forwards"
     )
+    width = max(len(n) for n in [*names, "model"])
     header = (
-        f"{'model':<20} {'params':>12} {'MFLOPs':>10} {'ms @1':>8} {'img/s @64':>10} "
+        f"{'model':<{width}} {'params':>12} {'MFLOPs':>10} {'ms @1':>8} {'img/s @64':>10} "
         f"{'peak MiB @64':>13}"
     )
     print(header)
@@ -100,8 +107,8 @@ def main() -> None:
         flops = count_flops_detailed(model, args.size)
         m = measure(model, args.size, args.warmup, args.runs)
         print(
-            f"{name:<20} {count_params(model):>12,} {flops / 1e6:>10,.2f} {m['latency_ms']:>8.2f} "
-            f"{m['img_s']:>10,.1f} {m['peak_mib']:>13,.0f}"
+            f"{name:<{width}} {count_params(model):>12,} {flops / 1e6:>10,.2f} "
+            f"{m['latency_ms']:>8.2f} {m['img_s']:>10,.1f} {m['peak_mib']:>13,.0f}"
         )
 
 
