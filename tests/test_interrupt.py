@@ -3,6 +3,8 @@ non-zero exit status."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -18,14 +20,25 @@ BIN = Path(sys.executable).parent
 ARGS = ["stage=teacher", "backbone=resnet18_tiny", "debug=fast", "data=tiny", "print_config=false"]
 
 
-def test_sigterm_saves_the_state_and_exits_143(tmp_path):
-    cmd = [str(BIN / "pocketnet"), *ARGS, "trainer.max_epochs=1000", "hydra.run.dir=run"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+def _start(tmp_path: Path, args: list[str], last: Path) -> subprocess.Popen:
+    """``pocketnet <args>`` in ``tmp_path`` (its own process group), once ``last`` exists."""
+    proc = subprocess.Popen(
+        [str(BIN / "pocketnet"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert last.is_file(), "no epoch finished"
+    return proc
+
+
+def test_sigterm_saves_the_state_and_exits_143(tmp_path):
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    proc = _start(tmp_path, [*ARGS, "trainer.max_epochs=1000", "hydra.run.dir=run"], last)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err.decode()[-2000:]
@@ -43,3 +56,23 @@ def test_sigterm_saves_the_state_and_exits_143(tmp_path):
         Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True
     )
     assert final["global_step"] > state["global_step"] and result.best_acc is not None
+
+
+def test_sigterm_to_every_process_stops_a_sweep_with_loader_workers(tmp_path):
+    """What SLURM's pre-emption and ``pkill -f`` do: every process of the job gets SIGTERM,
+    loader workers included. The workers leave it to the main process, which saves and exits
+    143; before, the lost worker failed the job and Hydra went on with the next one."""
+    job = tmp_path / "sweep" / "0" / "checkpoints"
+    args = [*ARGS, "data.num_workers=1", "trainer.max_epochs=1000", "seed=1,2"]
+    proc = _start(tmp_path, ["-m", *args, "hydra.sweep.dir=sweep"], job / "last.ckpt")
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # a sweep that went on would run for an hour
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    with contextlib.suppress(ProcessLookupError):  # a worker left behind
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert f"stopped by SIGTERM; resume with ckpt_path={job / 'interrupted.ckpt'}" in err.decode()
+    assert not (tmp_path / "sweep" / "1").exists()  # the sweep stopped with its job

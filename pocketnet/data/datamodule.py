@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -16,7 +17,20 @@ from pocketnet.data.sources import SOURCES
 from pocketnet.data.transforms import FaceBatchTransform, random_hflip_, resize
 from pocketnet.data.transport import SlotCollate
 
-__all__ = ["FaceBatch", "FaceDataModule", "check_batch_fits"]
+__all__ = ["FaceBatch", "FaceDataModule", "check_batch_fits", "leave_sigterm_to_the_main_process"]
+
+
+def leave_sigterm_to_the_main_process(_worker: int) -> None:
+    """A loader worker lets its first SIGTERM pass. A signal to every process of a job (SLURM's
+    pre-emption, ``pkill -f``, ``kill -- -<group>``) would otherwise end the worker first, and
+    the main process would fail on the lost worker instead of saving its state and exiting 143
+    (a sweep would go on with its next job). A second SIGTERM ends the worker as usual: the one
+    the main process sends its daemonic workers as it exits."""
+    signal.signal(signal.SIGTERM, _end_at_the_next_sigterm)
+
+
+def _end_at_the_next_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def check_batch_fits(size: int, batch_size: int, what: str) -> None:
@@ -113,6 +127,7 @@ class FaceDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
             # the workers' seeds come from here, not from torch's global generator
             "generator": torch.Generator().manual_seed(self.seed),
+            "worker_init_fn": leave_sigterm_to_the_main_process,
         }
         if shuffle:
             trainer = self.trainer
