@@ -4,6 +4,7 @@ non-zero exit status."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from pocketnet.data.datamodule import leave_sigterm_to_the_main_process
 from pocketnet.run import run
 from tests.conftest import compose_run
 
@@ -76,3 +78,25 @@ def test_sigterm_to_every_process_stops_a_sweep_with_loader_workers(tmp_path):
     assert proc.returncode == 143, err.decode()[-2000:]
     assert f"stopped by SIGTERM; resume with ckpt_path={job / 'interrupted.ckpt'}" in err.decode()
     assert not (tmp_path / "sweep" / "1").exists()  # the sweep stopped with its job
+
+
+def _worker_that_waits(ready) -> None:
+    leave_sigterm_to_the_main_process(0)
+    ready.set()
+    time.sleep(60)
+
+
+def test_a_loader_worker_passes_its_first_sigterm_and_ends_at_the_second():
+    """The first SIGTERM is the job's (the main process stops the run); the second is the one a
+    process sends its daemonic children as it exits: the worker must not outlive it."""
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    worker = ctx.Process(target=_worker_that_waits, args=(ready,), daemon=True)
+    worker.start()
+    assert ready.wait(30)
+    os.kill(worker.pid, signal.SIGTERM)
+    worker.join(1.0)
+    assert worker.is_alive()
+    worker.terminate()
+    worker.join(10)
+    assert worker.exitcode == -signal.SIGTERM
