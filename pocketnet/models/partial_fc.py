@@ -76,24 +76,26 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         total = exp.sum(dim=1)
         here = labels >= 0
         target = torch.where(here, shifted.gather(1, labels.clamp(min=0)[:, None])[:, 0], 0.0)
-        spread = shifted.sum(dim=1)  # the uniform part of the target: every column's logit
-        columns = torch.tensor(float(logits.shape[1]), device=logits.device)
         if distributed:
             dist.all_reduce(total)
             dist.all_reduce(target)  # each row's target column is on exactly one process
-            if smoothing:
+        ctx.save_for_backward(exp / total[:, None], labels)
+        ctx.smoothing, ctx.columns = smoothing, logits.shape[1]
+        if smoothing:  # the uniform part of the target: the mean of every column's logit
+            spread = shifted.sum(dim=1)
+            if distributed:  # a sampled shard's column count varies: one sync, with smoothing
+                columns = torch.tensor(float(ctx.columns), device=logits.device)
                 dist.all_reduce(spread)
                 dist.all_reduce(columns)
-        ctx.save_for_backward(exp / total[:, None], labels)
-        ctx.smoothing, ctx.columns = smoothing, float(columns)
-        kept = (1.0 - smoothing) * target + smoothing * spread / columns
-        return (total.log() - kept).mean()
+                ctx.columns = columns.item()
+            target = (1.0 - smoothing) * target + smoothing * spread / ctx.columns
+        return (total.log() - target).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):
         probs, labels = ctx.saved_tensors
         here = (labels >= 0).nonzero()[:, 0]
-        probs = probs - ctx.smoothing / ctx.columns
+        probs = probs - ctx.smoothing / ctx.columns  # a copy: the saved tensor stays as it is
         probs[here, labels[here]] -= 1.0 - ctx.smoothing
         return probs * (grad / probs.shape[0]), None, None, None
 
