@@ -66,6 +66,21 @@ def test_the_genotype_searched_on_lfw_dev_is_built_in_as_its_search_wrote_it():
     assert count_flops_detailed(model, 112) == 844_387_456
 
 
+def test_the_lfw_dev_diagnostic_genotypes_are_the_edits_the_experiments_describe():
+    """experiments/genotypes: lfw_dev with one normal-cell edge a skip, and each genotype's
+    normal cell with the other's reduction cell (the genotype_ablation_lfw diagnosis)."""
+    folder = Path(__file__).parents[1] / "experiments/genotypes"
+    lfw_dev, face = load_genotype("lfw_dev"), load_genotype("face")
+    mixed = load_genotype(folder / "lfwnormal_facereduce.yaml")
+    assert (mixed.normal, mixed.reduce) == (lfw_dev.normal, face.reduce)
+    mixed = load_genotype(folder / "facenormal_lfwreduce.yaml")
+    assert (mixed.normal, mixed.reduce) == (face.normal, lfw_dev.reduce)
+    skip = load_genotype(folder / "lfw_dev_skip.yaml")
+    assert skip.reduce == lfw_dev.reduce
+    changed = [(a, b) for a, b in zip(lfw_dev.normal, skip.normal, strict=True) if a != b]
+    assert changed == [(lfw_dev.normal[3], (("skip_connect", 1), lfw_dev.normal[3][1]))]
+
+
 @pytest.mark.parametrize(
     ("official", "preset"), [("S128", "pocketnet_s_128"), ("M256", "pocketnet_m_256")]
 )
