@@ -1,5 +1,6 @@
 """The search stage: mixed ops, genotype derivation, the second-order gradient, split, runs."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.search.architect import alpha_gradients, kept_buffers
 from pocketnet.search.data import identity_split
-from pocketnet.search.supernet import MixedOp, SuperNet, derive_gene
+from pocketnet.search.supernet import MixedOp, SuperNet, alpha_entropy, derive_gene
 from pocketnet.stages.search import SearchModule
 from tests.conftest import compose_run
 
@@ -188,6 +189,19 @@ def test_identity_split_is_stratified_disjoint_and_seeded():
         identity_split(labels, 1.0)
 
 
+def test_alpha_entropy_is_one_when_undecided_and_zero_when_decided():
+    uniform = [np.full((2, 8), 1 / 8), np.full((3, 8), 1 / 8)]
+    assert alpha_entropy(uniform) == pytest.approx(1.0)
+    decided = [np.eye(8)[:2], np.eye(8)[2:5]]
+    assert alpha_entropy(decided) == pytest.approx(0.0, abs=1e-12)
+    half = np.zeros((1, 8))
+    half[0, :2] = 0.5  # log 2 / log 8 on this edge, 0 on the decided one
+    assert alpha_entropy([np.vstack([half, np.eye(8)[:1]])]) == pytest.approx(1 / 6)
+    # search_lfw's normal cell after its 10 epochs (0.09-0.16 where uniform is 0.125)
+    row = np.array([0.108, 0.128, 0.135, 0.124, 0.136, 0.134, 0.112, 0.122])
+    assert 0.99 < alpha_entropy([row[None] / row.sum()]) < 1.0
+
+
 def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_path, capfd):
     cfg = compose_run(tmp_path, [*SEARCH, "logger=default", "callbacks.progress.line_every_s=0"])
     row = run(cfg)
@@ -212,6 +226,16 @@ def test_search_run_writes_the_best_genotype_that_then_builds_and_trains(tmp_pat
     alphas = np.load(out / "search" / "epoch_001" / "alphas.npz")
     assert sorted(alphas) == [f"{k}_{i}" for k in ("normal", "reduce") for i in range(4)]
     assert not np.allclose(alphas["normal_0"], 1 / 8, atol=1e-4)  # the alphas were trained
+    for kind in ("normal", "reduce"):  # how undecided: from the saved alphas, in the record
+        saved = alpha_entropy([alphas[f"{kind}_{i}"] for i in range(4)])
+        assert history[1][f"alpha_entropy_{kind}"] == pytest.approx(saved)
+        assert row.about[f"alpha entropy {kind}"] == best[f"alpha_entropy_{kind}"]
+        assert 0.9 < saved < 1.0  # two tiny epochs: still close to where it started
+    with open(out / "csv" / "metrics.csv") as f:  # and logged, each epoch
+        logged = [r for r in csv.DictReader(f) if r.get("search/alpha_entropy_normal")]
+    assert [float(r["search/alpha_entropy_normal"]) for r in logged] == pytest.approx(
+        [h["alpha_entropy_normal"] for h in history]
+    )
     derived = PocketNet(4, 3, 128, genotype, 32)  # stage.derived at the data's resolution
     assert row.about["derived params"] == sum(p.numel() for p in derived.parameters())
     assert row.about["genotype"] == str(out / "genotype.yaml")

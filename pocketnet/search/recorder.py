@@ -5,7 +5,10 @@ In the run folder:
 * ``genotype.yaml`` / ``genotype.txt``: the genotype of the epoch with the best ``val/top1``
   (YAML and DARTS string), ready for ``backbone=pocketnet backbone.genotype=<file>``;
   ``genotype_normal.png`` / ``genotype_reduce.png``: its cells;
-* ``search/history.json``: per validated epoch, top-1, verification accuracy and genotype;
+* ``search/history.json``: per validated epoch, top-1, verification accuracy, genotype and how
+  undecided each cell's alphas still are (``alpha_entropy_normal`` / ``_reduce``, 1 = uniform:
+  see :func:`~pocketnet.search.supernet.alpha_entropy`; a genotype derived near 1 is close to a
+  draw, and the search wants more epochs);
 * ``search/epoch_XXX/``: ``alphas.png`` (softmaxed alphas per edge), ``alphas.npz``,
   ``normal.png`` and ``reduce.png`` (the derived cells).
 
@@ -29,7 +32,7 @@ from lightning.pytorch.loggers import WandbLogger
 from pocketnet.models.pocketnet.genotype import Genotype, parse_genotype
 from pocketnet.models.pocketnet.ops import PRIMITIVES
 from pocketnet.search.plots import alpha_heatmap, cell_diagram
-from pocketnet.search.supernet import CELL_KINDS
+from pocketnet.search.supernet import CELL_KINDS, alpha_entropy
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,21 @@ class SearchRecorder(L.Callback):
             folder / "alphas.npz",
             **{f"{k}_{i}": w for k in weights for i, w in enumerate(weights[k])},
         )
+        entropy = {f"alpha_entropy_{k}": alpha_entropy(weights[k]) for k in CELL_KINDS}
         title = f"epoch {epoch}: {self.monitor} {metrics.get(self.monitor, float('nan')):.4f}"
-        images = {"alphas": alpha_heatmap(weights, PRIMITIVES, folder / "alphas.png", title)}
+        undecided = ", ".join(f"{k} {entropy[f'alpha_entropy_{k}']:.4f}" for k in CELL_KINDS)
+        images = {
+            "alphas": alpha_heatmap(
+                weights, PRIMITIVES, folder / "alphas.png", f"{title}; alpha entropy {undecided}"
+            )
+        }
         for kind in CELL_KINDS:
             images[kind] = cell_diagram(genotype, kind, folder / f"{kind}.png", f"{kind}, {title}")
         entry = {
             "epoch": epoch,
             "step": trainer.global_step,
             **metrics,
+            **entropy,
             "genotype": genotype.to_darts_string(),
         }
         self.history = [h for h in self.history if h["epoch"] != epoch] + [entry]
@@ -92,6 +102,7 @@ class SearchRecorder(L.Callback):
             entry["genotype"],
         )
         for logger in trainer.loggers:
+            logger.log_metrics({f"search/{k}": v for k, v in entropy.items()}, trainer.global_step)
             if isinstance(logger, WandbLogger):
                 logger.log_image(
                     "search/cells",

@@ -24,7 +24,7 @@ from pocketnet.models.pocketnet.genotype import Genotype
 from pocketnet.models.pocketnet.network import gdc_head, reduction_cells
 from pocketnet.models.pocketnet.ops import PRIMITIVES, make_op
 
-__all__ = ["CELL_KINDS", "MixedOp", "SearchCell", "SuperNet", "derive_gene"]
+__all__ = ["CELL_KINDS", "MixedOp", "SearchCell", "SuperNet", "alpha_entropy", "derive_gene"]
 
 CELL_KINDS: tuple[str, ...] = ("normal", "reduce")
 
@@ -175,6 +175,15 @@ class SuperNet(FaceNet):
             reduce_concat=concat,
             name=name,
         )
+
+
+def alpha_entropy(weights: Sequence[np.ndarray]) -> float:
+    """How undecided a cell's softmaxed alphas still are: the mean over its edges of the entropy
+    of the operation weights over its maximum, log(number of operations). 1 when every operation
+    weighs the same (a search's start), 0 when one operation takes each edge."""
+    rows = np.concatenate([np.asarray(w, dtype=np.float64) for w in weights])
+    entropy = -(rows * np.log(np.clip(rows, 1e-300, None))).sum(axis=1)
+    return float((entropy / np.log(rows.shape[1])).mean())
 
 
 def derive_gene(
