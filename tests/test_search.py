@@ -271,14 +271,24 @@ def test_search_resumes_with_its_record(tmp_path):
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=False)
     saved_alpha = state["state_dict"]["backbone.alpha_normal.0"]
+    (key,) = [k for k in state["callbacks"] if "SearchRecorder" in k]
+    record = state["callbacks"][key]  # as a search from before the alpha entropy wrote it
+    for entry in [*record["history"], record["best"]]:  # best: one of them (or a copy)
+        for kind in ("normal", "reduce"):
+            entry.pop(f"alpha_entropy_{kind}", None)
+    older = tmp_path / "older.ckpt"
+    torch.save(state, older)
     resumed = compose_run(
         tmp_path / "resumed",
-        [*SEARCH, "trainer.max_epochs=2", "stage.order=first", f"ckpt_path={last}"],
+        [*SEARCH, "trainer.max_epochs=2", "stage.order=first", f"ckpt_path={older}"],
     )
-    run(resumed)
+    row = run(resumed)
     out = Path(resumed.paths.output_dir)
     history = json.loads((out / "search" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]  # epoch 0 comes from the checkpoint
+    assert "alpha_entropy_normal" not in history[0] and "alpha_entropy_normal" in history[1]
+    kept_new = row.about["best epoch"] == 1  # the table has the entropy when the kept epoch does
+    assert ("alpha entropy normal" in row.about) == kept_new
     final = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["global_step"] > state["global_step"]
     assert final["optimizer_states"][1]["state"][0]["step"] == 2 * 2  # Adam: 2 steps an epoch

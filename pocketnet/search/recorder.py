@@ -71,14 +71,11 @@ class SearchRecorder(L.Callback):
             folder / "alphas.npz",
             **{f"{k}_{i}": w for k in weights for i, w in enumerate(weights[k])},
         )
-        entropy = {f"alpha_entropy_{k}": alpha_entropy(weights[k]) for k in CELL_KINDS}
+        undecided = {k: alpha_entropy(weights[k]) for k in CELL_KINDS}
+        entropy = {f"alpha_entropy_{k}": v for k, v in undecided.items()}
         title = f"epoch {epoch}: {self.monitor} {metrics.get(self.monitor, float('nan')):.4f}"
-        undecided = ", ".join(f"{k} {entropy[f'alpha_entropy_{k}']:.4f}" for k in CELL_KINDS)
-        images = {
-            "alphas": alpha_heatmap(
-                weights, PRIMITIVES, folder / "alphas.png", f"{title}; alpha entropy {undecided}"
-            )
-        }
+        heat = f"{title}; alpha entropy " + ", ".join(f"{k} {v:.4f}" for k, v in undecided.items())
+        images = {"alphas": alpha_heatmap(weights, PRIMITIVES, folder / "alphas.png", heat)}
         for kind in CELL_KINDS:
             images[kind] = cell_diagram(genotype, kind, folder / f"{kind}.png", f"{kind}, {title}")
         entry = {

@@ -27,7 +27,7 @@ from pocketnet.models.pocketnet.network import PocketNet
 from pocketnet.search.architect import alpha_gradients, kept_buffers, virtual_step_terms
 from pocketnet.search.data import SearchDataModule
 from pocketnet.search.recorder import SearchRecorder
-from pocketnet.search.supernet import CELL_KINDS, SuperNet
+from pocketnet.search.supernet import SuperNet
 from pocketnet.stages.base import FaceModule, config_node
 from pocketnet.stages.stage import STAGES
 from pocketnet.stages.training import Parts, TrainingStage, data_seed
@@ -203,10 +203,10 @@ class SearchStage(TrainingStage):
         return {
             "best top1": recorder.best[cfg.stage.monitor],
             "best epoch": recorder.best["epoch"],
-            **{  # how undecided the kept epoch's alphas were (a record from before: none)
-                f"alpha entropy {kind}": recorder.best[f"alpha_entropy_{kind}"]
-                for kind in CELL_KINDS
-                if f"alpha_entropy_{kind}" in recorder.best
+            **{  # how undecided the kept epoch's alphas were ("alpha entropy normal", ...)
+                key.replace("_", " "): value
+                for key, value in recorder.best.items()
+                if key.startswith("alpha_entropy_")
             },
             "derived params": count_params(net),
             "derived MFLOPs": count_flops(net, size) / 1e6,
