@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.layers import BatchNormAct2d
 from torch import nn
 
+from pocketnet.models.backbone import build_backbone
 from pocketnet.models.fold import fold_batchnorm
 from pocketnet.models.inference import fast_inference_copy
 from pocketnet.models.pocketnet.ops import FactorizedReduce, PoolBN
@@ -64,16 +65,71 @@ def test_folding_a_training_factorized_reduce_is_refused():
     assert isinstance(reduce.bn, nn.BatchNorm2d)
 
 
-def test_a_batchnorm_that_does_more_is_not_folded():
-    """timm's BatchNormAct2d also applies its activation: folding it would drop the ReLU."""
+def test_a_batchnorm_with_an_activation_folds_and_keeps_the_activation():
+    """timm's BatchNormAct2d also applies its activation: the fold keeps it (and the dropout)."""
     torch.manual_seed(3)
     seq = _with_statistics(nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct2d(8), nn.Flatten()))
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         before = seq(x)
-        assert fold_batchnorm(seq) == 0
-        torch.testing.assert_close(seq(x), before, rtol=0, atol=0)
-    assert (before >= 0).all() and (before == 0).any()  # the ReLU is what would be lost
+        assert fold_batchnorm(seq) == 1
+        torch.testing.assert_close(seq(x), before, rtol=0, atol=2e-5)
+    assert _batchnorms(seq) == [] and isinstance(seq[1][1], nn.ReLU)
+    assert (before >= 0).all() and (before == 0).any()  # the ReLU is kept
+
+
+def test_a_batchnorm_after_a_shared_or_branching_conv_is_not_folded():
+    """Folding into a conv whose output also goes elsewhere (or a conv called twice) would
+    change what the other consumer sees."""
+
+    class Branch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.shared, self.bn2 = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = self.shared(self.shared(x))
+            return self.bn(y) + y + self.bn2(z)
+
+    torch.manual_seed(5)
+    net = _with_statistics(Branch())
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        before = net(x)
+        assert fold_batchnorm(net) == 0
+        torch.testing.assert_close(net(x), before, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "left"),
+    [
+        ("resnet18_tiny", ["head.bn"]),  # the embedding head's BatchNorm follows no conv
+        ("mobilenetv2_100", ["head.bn"]),  # timm's BatchNormAct2d everywhere else
+        ("iresnet18", [f"layer{i}.{j}.bn1" for i in range(1, 5) for j in (0, 1)] + ["bn2"]),
+    ],
+)
+def test_batchnorms_held_as_attributes_fold(name, left):
+    """The pairs come from the traced graph: a block's ``conv1`` / ``bn1`` attributes fold like
+    Sequential entries; only BatchNorms with no conv or linear right before them stay."""
+    torch.manual_seed(6)
+    if name == "iresnet18":
+        net = timm.create_model(name, input_size=32)
+    else:
+        options = {"resnet18_tiny": {"channels": (16, 32, 64, 128), "stem_width": 16}}
+        net = build_backbone(
+            name.replace("resnet18_tiny", "resnet18"), 128, 32, **options.get(name, {})
+        )
+    net = _with_statistics(net)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = F.normalize(net(x))
+        count = len(_batchnorms(net))
+        assert fold_batchnorm(net) == count - len(left)
+        torch.testing.assert_close(F.normalize(net(x)), before, rtol=0, atol=2e-5)
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert names == left
 
 
 @pytest.mark.parametrize(
