@@ -102,25 +102,29 @@ def test_a_batchnorm_after_a_shared_or_branching_conv_is_not_folded():
         torch.testing.assert_close(net(x), before, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    ("name", "left"),
-    [
-        ("resnet18_tiny", ["head.bn"]),  # the embedding head's BatchNorm follows no conv
-        ("mobilenetv2_100", ["head.bn"]),  # timm's BatchNormAct2d everywhere else
-        ("iresnet18", [f"layer{i}.{j}.bn1" for i in range(1, 5) for j in (0, 1)] + ["bn2"]),
-    ],
-)
-def test_batchnorms_held_as_attributes_fold(name, left):
+ATTRIBUTE_NETS = {  # name -> (the net at 32 px, the BatchNorms left: no conv or linear before)
+    "resnet18_tiny": (
+        lambda: build_backbone("resnet18", 128, 32, channels=(16, 32, 64, 128), stem_width=16),
+        ["head.bn"],  # the embedding head's BatchNorm
+    ),
+    "mobilenetv2_100": (  # timm's BatchNormAct2d everywhere but the head
+        lambda: build_backbone("mobilenetv2_100", 128, 32),
+        ["head.bn"],
+    ),
+    "iresnet18": (  # the blocks' pre-activation BatchNorms and the last one
+        lambda: timm.create_model("iresnet18", input_size=32),
+        [f"layer{i}.{j}.bn1" for i in range(1, 5) for j in (0, 1)] + ["bn2"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ATTRIBUTE_NETS)
+def test_batchnorms_held_as_attributes_fold(name):
     """The pairs come from the traced graph: a block's ``conv1`` / ``bn1`` attributes fold like
     Sequential entries; only BatchNorms with no conv or linear right before them stay."""
+    build, left = ATTRIBUTE_NETS[name]
     torch.manual_seed(6)
-    if name == "iresnet18":
-        net = timm.create_model(name, input_size=32)
-    else:
-        options = {"resnet18_tiny": {"channels": (16, 32, 64, 128), "stem_width": 16}}
-        net = build_backbone(
-            name.replace("resnet18_tiny", "resnet18"), 128, 32, **options.get(name, {})
-        )
+    net = build()
     net = _with_statistics(net)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -41,8 +41,8 @@ def fold_batchnorm(model: nn.Module) -> int:
         pairs = _sequential_pairs(model)
     for layer_name, bn_name in pairs:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
-        _replace(model, layer_name, FUSE[type(layer), _plain_type(bn)](layer, bn))
-        _replace(model, bn_name, _after_folding(bn))
+        model.set_submodule(layer_name, FUSE[type(layer), _plain_type(bn)](layer, bn))
+        model.set_submodule(bn_name, _after_folding(bn))
     return folded + len(pairs)
 
 
@@ -104,8 +104,3 @@ def _sequential_pairs(model: nn.Module) -> list[tuple[str, str]]:
                 if _foldable(seq[i], seq[i + 1]):
                     pairs.append((f"{prefix}{i}", f"{prefix}{i + 1}"))
     return pairs
-
-
-def _replace(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr, module)
