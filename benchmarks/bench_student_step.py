@@ -85,10 +85,13 @@ def time_teacher(teacher, batches) -> float:
     return (time.perf_counter() - start) / (len(batches) - WARMUP)
 
 
-def layout_ratio(teacher: FrozenTeacher, batches, args) -> tuple[float, float]:
-    """The teacher's forward with contiguous weights over its channels-last one (median of
-    ``args.rounds`` alternations), and the largest difference of their embeddings."""
-    contiguous = copy.deepcopy(teacher.backbone).to(memory_format=torch.contiguous_format)
+def layout_ratio(backbone: torch.nn.Module, batches, args) -> tuple[float, float]:
+    """A frozen teacher's forward with ``backbone``'s contiguous weights over its own
+    (channels-last) one (median of ``args.rounds`` alternations), and the largest difference
+    of their embeddings."""
+    contiguous = copy.deepcopy(backbone).eval()
+    size = batches[0].images.shape[-1]
+    teacher = FrozenTeacher(copy.deepcopy(backbone), None, size, "layout")
     with torch.no_grad():
         x = batches[0].images
         parity = (teacher(x) - contiguous(x)).abs().max().item()
@@ -159,6 +162,7 @@ def main() -> None:
         tmp = Path(tmp)
         torch.manual_seed(1)
         t_backbone = backbone_from_config(cfg.backbone, res)
+        plain_teacher = copy.deepcopy(t_backbone)  # before the teacher makes it channels-last
         t_head = head_from_config(cfg.head, cfg.backbone.embedding_size, classes)
         torch.save(t_backbone.state_dict(), tmp / "teacher.pt")
         teacher = FrozenTeacher(t_backbone, t_head, res, str(tmp / "teacher.pt"), 0)
@@ -185,13 +189,13 @@ def main() -> None:
             rounds.append((plain, cached, live, fwd))
         swap = swap_seconds(tmp)
     torch.manual_seed(2)
-    lfw = compose(["experiment=teacher_lfw"])
-    lfw_teacher = FrozenTeacher(backbone_from_config(lfw.backbone, 64), None, 64, "teacher_lfw")
+    lfw = backbone_from_config(compose(["experiment=teacher_lfw"]).backbone, 64)
+    lfw_batches = [FaceBatch(torch.randn(128, 3, 64, 64), None, None, None)] * 8
     layouts = {
-        f"quickstart teacher, {res} px, batch {args.batch}": layout_ratio(teacher, batches, args),
-        "teacher_lfw, 64 px, batch 128": layout_ratio(
-            lfw_teacher, [FaceBatch(torch.randn(128, 3, 64, 64), None, None, None)] * 8, args
+        f"quickstart teacher, {res} px, batch {args.batch}": layout_ratio(
+            plain_teacher, batches, args
         ),
+        "teacher_lfw, 64 px, batch 128": layout_ratio(lfw, lfw_batches, args),
     }
 
     med = [statistics.median(r[i] for r in rounds) for i in range(4)]

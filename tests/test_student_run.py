@@ -106,9 +106,14 @@ def test_the_frozen_teacher_runs_channels_last_with_the_eager_embeddings_across_
     teacher = FrozenTeacher(copy.deepcopy(first), None, 32, "first", 0, {"m": 1})
     convs = [m.weight for m in teacher.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    seen = []  # the layout of what reaches the first conv
+    teacher.backbone.trunk.conv1.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last))
+    )
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(teacher(x), first(x), rtol=0, atol=1e-5)
+        assert seen == [True]  # the input was contiguous: the teacher converts it
         teacher.load_payload(
             {"model_config": {"m": 1}, "backbone": second.state_dict(), "step": 7}, "second"
         )

@@ -2,9 +2,10 @@
 
 The teacher is always in eval mode, never needs gradients and is not a registered submodule of
 the student (so it is outside the optimizer and outside student checkpoints; its ``source`` and
-``step`` are saved instead). A teacher swap loads new weights into the same modules. Its weights
-and inputs are channels-last: the same embeddings, and teacher_lfw's forward 1.07-1.5x faster on
-a 2-core CPU (``benchmarks/bench_student_step.py``); a swap's copy into them keeps that format.
+``step`` are saved instead). A teacher swap loads new weights into the same modules. Its
+backbone's weights and inputs are channels-last (as ``trainer.channels_last`` makes a trained
+backbone's): the same embeddings, and teacher_lfw's forward 1.3-1.5x faster on a 2-core CPU
+(``benchmarks/bench_student_step.py``); a swap's copy into the weights keeps that format.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
+from pocketnet.models.inference import inputs_channels_last
 
 __all__ = [
     "FrozenTeacher",
@@ -51,6 +53,7 @@ class FrozenTeacher(nn.Module):
         self.requires_grad_(False)
         self.eval()
         backbone.to(memory_format=torch.channels_last)
+        backbone.register_forward_pre_hook(inputs_channels_last)
 
     @property
     def embedding_size(self) -> int:
@@ -66,7 +69,7 @@ class FrozenTeacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images.contiguous(memory_format=torch.channels_last))
+        return self.backbone(images)
 
     @torch.no_grad()
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
