@@ -18,6 +18,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -121,13 +122,32 @@ def _natural(path: Path) -> list[tuple[int, int, str]]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
-def _trains(key: str, value: str) -> bool:
+def _trains(key: str, value: str, own: tuple[Path, Path] | None) -> bool:
     """False for an override of how a run runs (``RUN_CONTROL``): a run resumed by
-    ``ckpt_path=last`` (exact) groups with the runs that ran in one go; a checkpoint named by its
-    file may be another run's, which is another training."""
+    ``ckpt_path=last`` or by a checkpoint of its own folder ``own`` (exact) groups with the runs
+    that ran in one go; another run's checkpoint is another training."""
     if key == "ckpt_path":
-        return value not in (LAST, "null")
+        return value not in (LAST, "null") and not _in_folder(value, own)
     return not is_under(key, RUN_CONTROL)
+
+
+def _in_folder(ckpt_path: str, own: tuple[Path, Path] | None) -> bool:
+    """``ckpt_path`` (relative to the directory the run ran from) is ``<own>/checkpoints/<file>``,
+    ``own`` being (that directory, the run's output folder)."""
+    if own is None:
+        return False
+    cwd, output_dir = own
+    return Path(os.path.normpath(cwd / ckpt_path)).parent == output_dir / "checkpoints"
+
+
+def _own_folder(folder: Path) -> tuple[Path, Path] | None:
+    """(the directory it ran from, the folder it wrote to) of the run in ``folder``, as Hydra
+    recorded them (the record may have been copied since); None if unknown."""
+    try:
+        runtime = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]
+        return Path(runtime["cwd"]), Path(runtime["output_dir"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
 
 
 PIPELINE_RUN = "pipeline_run"  # the pseudo-override that names a pipeline's sub-run in the report
@@ -145,7 +165,8 @@ def _load_run(root: Path, folder: Path) -> list[Run] | str:
     except (ValueError, TypeError, yaml.YAMLError) as err:
         return f"{folder}: unreadable ({err}); left out"
     keys = {_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
-    keys = {k: v for k, v in keys.items() if _trains(k, v)}
+    own = _own_folder(folder) if "ckpt_path" in keys else None
+    keys = {k: v for k, v in keys.items() if _trains(k, v, own)}
     name = str(folder.relative_to(root))
     if not isinstance(result, PipelineResult):
         return [_run(name, keys, result, folder)]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
@@ -235,7 +236,7 @@ def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
         assert float(group["best acc mean"]) == pytest.approx(statistics.fmean(accs))
 
 
-def test_a_run_resumed_with_ckpt_path_last_groups_with_the_runs_that_ran_in_one_go(sweep, tmp_path):
+def test_a_run_resumed_from_its_own_checkpoint_groups_with_the_runs_run_in_one_go(sweep, tmp_path):
     root = tmp_path / "sweep"
     for run in ("0", "1"):  # arcface, embedding 16, seeds 1 and 2
         shutil.copytree(sweep / run, root / run)
@@ -247,6 +248,13 @@ def test_a_run_resumed_with_ckpt_path_last_groups_with_the_runs_that_ran_in_one_
     runs, _ = collect_runs(root)
     (group,) = group_runs(runs, swept_keys(root, runs), over=["seed"])
     assert [r.name for r in group.runs] == ["0", "1"]
+    runtime = yaml.safe_load((root / "1" / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]
+    own = Path(runtime["output_dir"]) / "checkpoints" / "last.ckpt"  # where run 1 ran, not its copy
+    for path in (own, os.path.relpath(own, runtime["cwd"])):  # its own checkpoint: a resume
+        overrides.write_text(f"{text}- ckpt_path={path}\n")
+        runs, _ = collect_runs(root)
+        (group,) = group_runs(runs, swept_keys(root, runs), over=["seed"])
+        assert [r.name for r in group.runs] == ["0", "1"]
     overrides.write_text(f"{text}- ckpt_path={root / '0' / 'checkpoints' / 'last.ckpt'}\n")
     runs, _ = collect_runs(root)  # another run's checkpoint: another training
     assert len(group_runs(runs, swept_keys(root, runs), over=["seed"])) == 2
