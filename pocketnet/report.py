@@ -6,8 +6,8 @@ a pipeline run gives one row per sub-run, named in the ``pipeline_run`` column) 
 and the objective by trial in ``optuna_objective.png``; runs that differ only by ``seed`` (or the
 ``--over`` keys) grouped into mean ± sample std in ``report_summary.csv`` and ``report.md``;
 accuracy vs MFLOPs and vs params (one point per group, std error bars), each set's accuracy per
-group (every run a dot, the mean ± std beside them: what an ablation compares) and latency bars as
-PNGs;
+group (every run a dot, the mean ± std beside them: what an ablation compares), the learning
+curves (each group's accuracy after each epoch, ``curves.png``) and latency bars as PNGs;
 optionally all of it as tables and images in one wandb run. Plots are drawn on bare matplotlib
 Figures (never ``pyplot``).
 """
@@ -21,7 +21,7 @@ import math
 import os
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "Run",
     "accuracy_by_group",
     "collect_runs",
+    "curves_plot",
     "group_runs",
     "main",
     "write_report",
@@ -81,6 +82,7 @@ class Run:
     overrides: dict[str, str]  # every task override of the job, key -> value
     info: dict[str, Any]  # the non-numeric (and descriptive) entries of results.json
     metrics: dict[str, float]  # ints stay ints (params), as in results.json
+    history: list[dict[str, float]] = field(default_factory=list)  # results.json's, per validation
 
 
 @dataclass
@@ -186,7 +188,7 @@ def _run(name: str, overrides: dict[str, str], result: RunResult, folder: Path) 
         practical = json.loads((folder / PRACTICAL).read_text())
         metrics.update({k: v for k, v in practical.items() if _number(v) and k not in DESCRIPTIVE})
         info.update({k: v for k, v in practical.items() if k in DESCRIPTIVE})
-    return Run(name=name, overrides=overrides, info=info, metrics=metrics)
+    return Run(name=name, overrides=overrides, info=info, metrics=metrics, history=result.history)
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -412,6 +414,48 @@ def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
     return fig
 
 
+def _curve(group: Group, key: str) -> tuple[list[float], list[float], list[float]]:
+    """(epochs, mean, std) of ``key`` over the group's runs after each epoch (a run's last
+    validation of an epoch; std NaN where fewer than two runs have that epoch)."""
+    by_epoch: dict[float, list[float]] = {}
+    for run in group.runs:
+        last = {h["epoch"]: h[key] for h in run.history if key in h}
+        for epoch, value in last.items():
+            by_epoch.setdefault(epoch, []).append(value)
+    epochs = sorted(by_epoch)
+    means = [statistics.fmean(by_epoch[e]) for e in epochs]
+    stds = [statistics.stdev(by_epoch[e]) if len(by_epoch[e]) > 1 else math.nan for e in epochs]
+    return epochs, means, stds
+
+
+def curves_plot(groups: list[Group]) -> Figure | None:
+    """Learning curves: one panel per validation set (and their mean, for several), each group's
+    accuracy after each epoch as its runs' mean with a ± std band; None when no run recorded a
+    history (results.json from before it was kept)."""
+    keys = sorted({k for g in groups for r in g.runs for h in r.history for k in h})
+    sets = [k for k in keys if k.startswith("val/") and k.endswith("/acc") and k != "val/acc"]
+    panels = sets + (["val/acc"] if len(sets) > 1 else [])
+    if not panels:
+        return None
+    fig = Figure(figsize=(8, 4.5 * len(panels)), layout="constrained")
+    for ax, key in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels, strict=True):
+        for i, g in enumerate(groups):
+            epochs, means, stds = _curve(g, key)
+            if not epochs:
+                continue
+            n = len({r.name for r in g.runs if any(key in h for h in r.history)})
+            ax.plot(epochs, means, marker=".", color=f"C{i % 10}", label=f"{g.label} (n={n})")
+            low = [m - s for m, s in zip(means, stds, strict=True)]
+            high = [m + s for m, s in zip(means, stds, strict=True)]
+            ax.fill_between(epochs, low, high, color=f"C{i % 10}", alpha=0.15, linewidth=0)
+        ax.set_xlabel("epochs trained")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key} after each epoch (mean ± std over each group's runs)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def latency_plot(groups: list[Group], metric: str, path: Path) -> Path:
     """One bar per group: mean ``metric`` with its std."""
     fig = Figure(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.5), layout="constrained")
@@ -536,6 +580,9 @@ def write_report(
     per_set = [m for m in accuracy if m != "best acc"] or accuracy
     if per_set:
         images.append(_save(accuracy_by_group(groups, per_set), out / "accuracy.png"))
+    curves = curves_plot(groups)
+    if curves is not None:
+        images.append(_save(curves, out / "curves.png"))
     latency = next((m for m in LATENCY if m in metrics), None)
     if latency is not None:
         images.append(latency_plot(groups, latency, out / "latency.png"))

@@ -1,7 +1,8 @@
 """What a run reports: a typed record saved as ``results.json`` and read back by the report.
 
 :class:`RunResult` is one trained stage (the model's size and speed, the final verification
-figures per set, the best mean accuracy, what the stage says of its set-up);
+figures per set, the best mean accuracy, what the stage says of its set-up, the accuracies after
+each validation);
 :class:`PipelineResult` is the pipeline's three runs. :meth:`RunResult.row` is the flat,
 labelled view every table prints.
 """
@@ -41,6 +42,8 @@ class RunResult:
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # final figures per set
     metrics: dict[str, float] = field(default_factory=dict)  # every val/* metric at the end
     about: dict[str, Any] = field(default_factory=dict)  # what the stage says of its set-up
+    # after each validation: {"epoch": epochs trained, "val/<set>/acc": ..., "val/acc": ...}
+    history: list[dict[str, float]] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:
         """What was measured, labelled: size, compute, latency, each set's figures, the best

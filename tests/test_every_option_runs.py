@@ -41,6 +41,8 @@ def _check_run(result: RunResult, out: Path) -> None:
     with open(out / "csv" / "metrics.csv") as f:
         epochs = {row["epoch"] for row in csv.DictReader(f) if row.get("val/acc")}
     assert len(epochs) == 2  # debug=fast: 2 epochs, each validated
+    assert [h["epoch"] for h in result.history] == [1, 2]  # ... and in the learning curve
+    assert result.history[-1]["val/acc"] == result.metrics["val/acc"]
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,25 @@ import yaml
 from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
-from pocketnet.report import accuracy_by_group, collect_runs, group_runs, main, swept_keys
+from pocketnet.report import (
+    accuracy_by_group,
+    collect_runs,
+    curves_plot,
+    group_runs,
+    main,
+    swept_keys,
+)
 from pocketnet.results import load_results
 
 BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PLOTS = ("accuracy_vs_flops.png", "accuracy_vs_params.png", "accuracy.png", "latency.png")
+PLOTS = (
+    "accuracy_vs_flops.png",
+    "accuracy_vs_params.png",
+    "accuracy.png",
+    "curves.png",
+    "latency.png",
+)
 SWEEP = [
     "stage=teacher",
     "debug=fast",
@@ -32,7 +45,7 @@ SWEEP = [
     "backbone=resnet18_tiny",  # the design needs params to differ by embedding size, not a big net
     "backbone.embedding_size=16,32",
     "seed=1,2",
-    "trainer.max_epochs=1",
+    "trainer.max_epochs=2",  # two points on each learning curve
     "trainer.limit_train_batches=1",
     "stage.bank.enabled=false",
     "latency=true",  # debug=fast leaves the latency out: the report plots it
@@ -144,6 +157,25 @@ def test_accuracy_figure_shows_every_run_and_each_groups_mean(sweep):
     assert [t.get_text() for t in ax.get_xticklabels()] == labels
     xs = [x for d in dots for x, _ in d]
     assert len(set(xs)) == len(xs)  # equal accuracies stay apart
+
+
+def test_curves_show_each_groups_mean_accuracy_after_each_epoch(sweep):
+    runs, _ = collect_runs(sweep)
+    for r in runs:  # results.json keeps the accuracy after each epoch, the last one the final
+        accs = [h["val/synthetic/acc"] for h in r.history]
+        assert [h["epoch"] for h in r.history] == [1, 2]
+        assert accs[-1] == pytest.approx(r.metrics["synthetic acc"])
+        assert max(accs) == pytest.approx(r.metrics["best acc"])
+    groups = group_runs(runs, swept_keys(sweep, runs), ["seed"])
+    (ax,) = curves_plot(groups).axes
+    assert [line.get_label() for line in ax.lines] == [f"{g.label} (n=2)" for g in groups]
+    for line, g in zip(ax.lines, groups, strict=True):
+        assert list(line.get_xdata()) == [1, 2]
+        by_epoch = zip(*([h["val/synthetic/acc"] for h in r.history] for r in g.runs), strict=True)
+        assert list(line.get_ydata()) == pytest.approx([statistics.fmean(e) for e in by_epoch])
+    for r in runs:  # records from before the history was kept: no curves, no error
+        r.history = []
+    assert curves_plot(groups) is None
 
 
 def test_empty_directory_is_a_one_line_error(tmp_path):

@@ -126,6 +126,9 @@ def test_a_killed_run_resumed_ends_as_the_uninterrupted_one(
     whole = run(compose_run(tmp_path / "whole", overrides))
     resumed, out = _interrupted_then_resumed(tmp_path, overrides, kill_at, monkeypatch)
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
+    assert resumed.history == whole.history, name  # the epochs before the kill included
+    assert [h["epoch"] for h in whole.history] == list(range(1, len(whole.history) + 1))
+    assert len(whole.history) >= 3 and max(h["val/acc"] for h in whole.history) == whole.best_acc
     steps = [
         torch.load(d / "checkpoints" / "last.ckpt")["global_step"]
         for d in (tmp_path / "whole" / "run", out)

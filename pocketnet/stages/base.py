@@ -47,6 +47,7 @@ __all__ = ["FaceModule", "NonFiniteLossError", "config_node"]
 # The validation figures come from every process's embeddings (the metrics gather them under
 # DDP), so each process holds the same value: their maximum is that value, to the bit.
 SAME_ON_ALL = {"sync_dist": True, "reduce_fx": "max"}
+VAL_HISTORY = "val_history"  # the checkpoint key of FaceModule.val_history
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -85,6 +86,8 @@ class FaceModule(L.LightningModule):
         self.val_metrics = nn.ModuleDict({n: VerificationMetric(s) for n, s in val_sets.items()})
         self.acc_best = MaxMetric()
         self.acc_best.persistent(True)  # a resumed run keeps its best accuracy
+        # the accuracies after each validation (results.json's learning curve), kept by checkpoints
+        self.val_history: list[dict[str, float]] = []
         # (value, algorithm) for manual optimisation; the runner moves it from the Trainer
         self.gradient_clip: tuple[float | None, str] = (None, "norm")
 
@@ -146,8 +149,9 @@ class FaceModule(L.LightningModule):
         return found
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A sharded head's checkpoint holds every centre and their optimiser state (gathered
-        from the processes: every process saves, the first one writes)."""
+        """The validation history; a sharded head's checkpoint holds every centre and their
+        optimiser state (gathered from the processes: every process saves, the first writes)."""
+        checkpoint[VAL_HISTORY] = list(self.val_history)
         head = self.sharded_head
         if head is None:
             return
@@ -159,7 +163,9 @@ class FaceModule(L.LightningModule):
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A sharded head resumes its own rows of the checkpoint's centres."""
+        """The validation history so far (none in an older checkpoint); a sharded head resumes
+        its own rows of the checkpoint's centres."""
+        self.val_history = list(checkpoint.get(VAL_HISTORY, []))
         head = self.sharded_head
         if head is not None:
             weights = checkpoint["state_dict"]
@@ -275,6 +281,10 @@ class FaceModule(L.LightningModule):
             self.log_dict({f"val/{name}/{k}": v for k, v in results.items()}, **SAME_ON_ALL)
             accs.append(results["acc"])
         acc = torch.stack(accs).mean()
+        if self._trainer is None or not self._trainer.sanity_checking:
+            sets = {f"val/{n}/acc": float(a) for n, a in zip(self.val_names, accs, strict=True)}
+            epoch = self.current_epoch + 1  # epochs trained
+            self.val_history.append({"epoch": epoch, **sets, "val/acc": float(acc)})
         self.acc_best.update(acc)
         self.log("val/acc", acc, prog_bar=True, **SAME_ON_ALL)
         self.log("val/acc_best", self.acc_best.compute(), prog_bar=True, **SAME_ON_ALL)

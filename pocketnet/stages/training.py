@@ -359,6 +359,7 @@ def _finish(stage: TrainingStage, cfg: DictConfig, run: Run, output_dir: Path) -
             k.removeprefix(prefix): v for k, v in metrics.items() if k.startswith(prefix)
         }
     result.best_acc = metrics.get("val/acc_best")
+    result.history = list(module.val_history)
     result.about.update(stage.results(cfg, trainer, run.parts, output_dir))
     if cfg.practical and stage.has_backbone and trainer.is_global_zero:
         practical = practical_metrics(module.backbone, result.input_size, output_dir / "artefacts")
