@@ -29,6 +29,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.markdown import Markdown
 
@@ -449,6 +450,7 @@ def curves_plot(groups: list[Group]) -> Figure | None:
             high = [m + s for m, s in zip(means, stds, strict=True)]
             ax.fill_between(epochs, low, high, color=f"C{i % 10}", alpha=0.15, linewidth=0)
         ax.set_xlabel("epochs trained")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(key)
         ax.set_title(f"{key} after each epoch (mean ± std over each group's runs)")
         ax.grid(alpha=0.3)
