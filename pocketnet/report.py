@@ -21,6 +21,7 @@ import math
 import os
 import statistics
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ ORDER = (
     (" mb", "size"),
 )
 LATENCY = ("latency ms", "CPU ms")
+LABEL_WIDTH = 40  # a group's label in the plots wraps at this many characters
 DPI = 120
 
 
@@ -95,8 +97,10 @@ class Group:
 
     @property
     def label(self) -> str:
-        """``head=arcface embedding_size=16``: the group's choices, keys without their parents."""
-        return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.config.items()) or "all runs"
+        """``head=arcface embedding_size=16``: the group's choices (keys without their parents,
+        long paths by their last two parts, keys it leaves unset out), wrapped for a plot."""
+        choices = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in self.config.items() if v]
+        return textwrap.fill(" ".join(choices), LABEL_WIDTH) or "all runs"
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics]
@@ -109,6 +113,12 @@ class Group:
         """Sample std (ddof=1); NaN (left empty in the tables) for fewer than two runs."""
         values = self.values(metric)
         return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _short(value: str) -> str:
+    """A long path as ``…/<parent>/<name>``; anything else as it is."""
+    parts = value.split("/")
+    return f"…/{'/'.join(parts[-2:])}" if len(value) > LABEL_WIDTH and len(parts) > 2 else value
 
 
 def _number(value: Any) -> bool:
@@ -438,7 +448,7 @@ def curves_plot(groups: list[Group]) -> Figure | None:
     panels = sets + (["val/acc"] if len(sets) > 1 else [])
     if not panels:
         return None
-    fig = Figure(figsize=(8, 4.5 * len(panels)), layout="constrained")
+    fig = Figure(figsize=(11, 4.5 * len(panels)), layout="constrained")
     for ax, key in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels, strict=True):
         for i, g in enumerate(groups):
             epochs, means, stds = _curve(g, key)
@@ -454,7 +464,7 @@ def curves_plot(groups: list[Group]) -> Figure | None:
         ax.set_ylabel(key)
         ax.set_title(f"{key} after each epoch (mean ± std over each group's runs)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 

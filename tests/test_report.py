@@ -19,6 +19,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.image import imread
 
 from pocketnet.report import (
+    Group,
     accuracy_by_group,
     collect_runs,
     curves_plot,
@@ -176,6 +177,17 @@ def test_curves_show_each_groups_mean_accuracy_after_each_epoch(sweep):
     for r in runs:  # records from before the history was kept: no curves, no error
         r.history = []
     assert curves_plot(groups) is None
+
+
+def test_a_groups_label_leaves_out_unset_keys_shortens_paths_and_wraps():
+    bank = "/work/explore/teacher_study/base/teacher_bank"
+    config = {"experiment": "student_lfw", "head.label_smoothing": "", "stage.teacher.bank": bank}
+    assert Group(config, []).label == "experiment=student_lfw\nbank=…/base/teacher_bank"
+    assert Group({"data.root": "data/x"}, []).label == "root=data/x"  # short paths stay whole
+    assert Group({}, []).label == "all runs"
+    many = Group({f"key{i}": "value" for i in range(8)}, []).label
+    assert many.replace("\n", " ") == " ".join(f"key{i}=value" for i in range(8))
+    assert max(len(line) for line in many.splitlines()) <= 40
 
 
 def test_empty_directory_is_a_one_line_error(tmp_path):
