@@ -46,6 +46,7 @@ __all__ = [
     "accuracy_by_group",
     "collect_runs",
     "curves_plot",
+    "labels",
     "group_runs",
     "main",
     "write_report",
@@ -99,8 +100,20 @@ class Group:
     def label(self) -> str:
         """``head=arcface embedding_size=16``: the group's choices (keys without their parents,
         long paths by their last two parts, keys it leaves unset out), wrapped for a plot."""
-        choices = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in self.config.items() if v]
-        return textwrap.fill(" ".join(choices), LABEL_WIDTH) or "all runs"
+        return self.name(short=True)
+
+    def name(self, short: bool) -> str:
+        """The label, with long paths shortened or whole; ``(defaults)`` for a group that sets
+        none of the swept keys, ``all runs`` when nothing is swept."""
+        if not self.config:
+            return "all runs"
+        choices = [
+            f"{k.rsplit('.', 1)[-1]}={_short(v) if short else v}"
+            for k, v in self.config.items()
+            if v
+        ]
+        text = " ".join(choices) or "(defaults)"
+        return textwrap.fill(text, LABEL_WIDTH, break_long_words=False, break_on_hyphens=False)
 
     def values(self, metric: str) -> list[float]:
         return [r.metrics[metric] for r in self.runs if metric in r.metrics]
@@ -113,6 +126,12 @@ class Group:
         """Sample std (ddof=1); NaN (left empty in the tables) for fewer than two runs."""
         values = self.values(metric)
         return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def labels(groups: list[Group]) -> list[str]:
+    """The groups' plot labels: shortened paths, unless that makes two of them the same."""
+    short = [g.label for g in groups]
+    return short if len(set(short)) == len(short) else [g.name(short=False) for g in groups]
 
 
 def _short(value: str) -> str:
@@ -140,7 +159,7 @@ def _trains(key: str, value: str, own: tuple[Path, Path] | None) -> bool:
     ``ckpt_path=last`` or by a checkpoint of its own folder ``own`` (exact) groups with the runs
     that ran in one go; another run's checkpoint is another training."""
     if key == "ckpt_path":
-        return value not in (LAST, "null") and not _in_folder(value, own)
+        return value not in (LAST, "null") and not _in_folder(value.strip("'\""), own)
     return not is_under(key, RUN_CONTROL)
 
 
@@ -367,9 +386,11 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
     log-x when the x values span more than a factor of 10."""
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
-    points = [(g, g.mean(x), g.mean(y)) for g in groups]
-    points = [(g, xm, ym) for g, xm, ym in points if not (math.isnan(xm) or math.isnan(ym))]
-    for i, (g, xm, ym) in enumerate(points):
+    points = [
+        (g, name, g.mean(x), g.mean(y)) for g, name in zip(groups, labels(groups), strict=True)
+    ]
+    points = [p for p in points if not (math.isnan(p[2]) or math.isnan(p[3]))]
+    for i, (g, name, xm, ym) in enumerate(points):
         xs, ys = g.std(x), g.std(y)
         ax.errorbar(
             xm,
@@ -380,8 +401,8 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
             capsize=4,
             color=f"C{i % 10}",
         )
-        ax.annotate(g.label, (xm, ym), xytext=(5, 5), textcoords="offset points", fontsize=8)
-    xs = [xm for _, xm, _ in points]
+        ax.annotate(name, (xm, ym), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    xs = [xm for _, _, xm, _ in points]
     if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
         ax.set_xscale("log")
     else:
@@ -397,7 +418,7 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
 def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
     """One panel per metric, stacked: each group's runs as dots (spread sideways, so equal values
     stay visible) and their mean ± std beside them; n under each group's label."""
-    width = max(5.0, 1.1 * len(groups) + 2)
+    width, names = max(5.0, 1.1 * len(groups) + 2), labels(groups)
     fig = Figure(figsize=(width, 4.8 * len(metrics)), layout="constrained")
     for ax, metric in zip(fig.subplots(len(metrics), 1, squeeze=False)[:, 0], metrics, strict=True):
         for i, g in enumerate(groups):
@@ -416,8 +437,10 @@ def accuracy_by_group(groups: list[Group], metrics: list[str]) -> Figure:
                 markersize=7,
                 color=f"C{i % 10}",
             )
-        labels = [f"{g.label}\nn={len(g.values(metric))}" for g in groups]
-        ax.set_xticks(range(len(groups)), labels, rotation=25, ha="right", fontsize=8)
+        ticks = [
+            f"{name}\nn={len(g.values(metric))}" for g, name in zip(groups, names, strict=True)
+        ]
+        ax.set_xticks(range(len(groups)), ticks, rotation=25, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric}: runs (grey) and mean ± std")
@@ -449,13 +472,14 @@ def curves_plot(groups: list[Group]) -> Figure | None:
     if not panels:
         return None
     fig = Figure(figsize=(11, 4.5 * len(panels)), layout="constrained")
+    names = labels(groups)
     for ax, key in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels, strict=True):
-        for i, g in enumerate(groups):
+        for i, (g, name) in enumerate(zip(groups, names, strict=True)):
             epochs, means, stds = _curve(g, key)
             if not epochs:
                 continue
             n = len({r.name for r in g.runs if any(key in h for h in r.history)})
-            ax.plot(epochs, means, marker=".", color=f"C{i % 10}", label=f"{g.label} (n={n})")
+            ax.plot(epochs, means, marker=".", color=f"C{i % 10}", label=f"{name} (n={n})")
             low = [m - s for m, s in zip(means, stds, strict=True)]
             high = [m + s for m, s in zip(means, stds, strict=True)]
             ax.fill_between(epochs, low, high, color=f"C{i % 10}", alpha=0.15, linewidth=0)
@@ -481,9 +505,7 @@ def latency_plot(groups: list[Group], metric: str, path: Path) -> Path:
         capsize=4,
         color=[f"C{i % 10}" for i in range(len(groups))],
     )
-    ax.set_xticks(
-        range(len(groups)), [g.label for g in groups], rotation=25, ha="right", fontsize=8
-    )
+    ax.set_xticks(range(len(groups)), labels(groups), rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per group (mean ± std)")
     ax.grid(axis="y", alpha=0.3)

@@ -42,7 +42,8 @@ class RunResult:
     sets: dict[str, dict[str, float]] = field(default_factory=dict)  # final figures per set
     metrics: dict[str, float] = field(default_factory=dict)  # every val/* metric at the end
     about: dict[str, Any] = field(default_factory=dict)  # what the stage says of its set-up
-    # after each validation: {"epoch": epochs trained, "val/<set>/acc": ..., "val/acc": ...}
+    # after each validation in training: {"epoch": the 1-based epoch it ran at the end of (or
+    # within, with val_check_interval < 1), "step": ..., "val/<set>/acc": ..., "val/acc": ...}
     history: list[dict[str, float]] = field(default_factory=list)
 
     def figures(self) -> dict[str, Any]:

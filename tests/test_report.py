@@ -24,6 +24,7 @@ from pocketnet.report import (
     collect_runs,
     curves_plot,
     group_runs,
+    labels,
     main,
     swept_keys,
 )
@@ -170,10 +171,15 @@ def test_curves_show_each_groups_mean_accuracy_after_each_epoch(sweep):
     groups = group_runs(runs, swept_keys(sweep, runs), ["seed"])
     (ax,) = curves_plot(groups).axes
     assert [line.get_label() for line in ax.lines] == [f"{g.label} (n=2)" for g in groups]
-    for line, g in zip(ax.lines, groups, strict=True):
+    for line, band, g in zip(ax.lines, ax.collections, groups, strict=True):
         assert list(line.get_xdata()) == [1, 2]
-        by_epoch = zip(*([h["val/synthetic/acc"] for h in r.history] for r in g.runs), strict=True)
+        accs = [[h["val/synthetic/acc"] for h in r.history] for r in g.runs]
+        by_epoch = list(zip(*accs, strict=True))
         assert list(line.get_ydata()) == pytest.approx([statistics.fmean(e) for e in by_epoch])
+        edges = band.get_paths()[0].vertices[:, 1]  # the band: mean ± std at each epoch
+        spread = [(statistics.fmean(e), statistics.stdev(e)) for e in by_epoch]
+        assert edges.min() == pytest.approx(min(m - sd for m, sd in spread))
+        assert edges.max() == pytest.approx(max(m + sd for m, sd in spread))
     for r in runs:  # records from before the history was kept: no curves, no error
         r.history = []
     assert curves_plot(groups) is None
@@ -185,6 +191,11 @@ def test_a_groups_label_leaves_out_unset_keys_shortens_paths_and_wraps():
     assert Group(config, []).label == "experiment=student_lfw\nbank=…/base/teacher_bank"
     assert Group({"data.root": "data/x"}, []).label == "root=data/x"  # short paths stay whole
     assert Group({}, []).label == "all runs"
+    assert Group({"kd": ""}, []).label == "(defaults)"  # the arm that sets none of the swept keys
+    banks = [f"/work/explore/teacher_study/{arm}/run/teacher_bank" for arm in "ab"]
+    clash = [Group({"bank": bank}, []) for bank in banks]
+    assert [g.label for g in clash] == ["bank=…/run/teacher_bank"] * 2
+    assert labels(clash) == [f"bank={bank}" for bank in banks]  # whole, to tell them apart
     many = Group({f"key{i}": "value" for i in range(8)}, []).label
     assert many.replace("\n", " ") == " ".join(f"key{i}=value" for i in range(8))
     assert max(len(line) for line in many.splitlines()) <= 40
@@ -294,11 +305,13 @@ def test_a_run_resumed_from_its_own_checkpoint_groups_with_the_runs_run_in_one_g
     assert [r.name for r in group.runs] == ["0", "1"]
     runtime = yaml.safe_load((root / "1" / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]
     own = Path(runtime["output_dir"]) / "checkpoints" / "last.ckpt"  # where run 1 ran, not its copy
-    for path in (own, os.path.relpath(own, runtime["cwd"])):  # its own checkpoint: a resume
+    for path in (own, os.path.relpath(own, runtime["cwd"]), f"'{own}'"):  # its own: a resume
         overrides.write_text(f"{text}- ckpt_path={path}\n")
         runs, _ = collect_runs(root)
         (group,) = group_runs(runs, swept_keys(root, runs), over=["seed"])
         assert [r.name for r in group.runs] == ["0", "1"]
-    overrides.write_text(f"{text}- ckpt_path={root / '0' / 'checkpoints' / 'last.ckpt'}\n")
+    other = yaml.safe_load((root / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]
+    sibling = Path(other["output_dir"]) / "checkpoints" / "last.ckpt"  # where run 0 ran
+    overrides.write_text(f"{text}- ckpt_path={sibling}\n")
     runs, _ = collect_runs(root)  # another run's checkpoint: another training
     assert len(group_runs(runs, swept_keys(root, runs), over=["seed"])) == 2

@@ -216,6 +216,7 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_results(
     capfd.readouterr()
     resumed = run(compose_run(tmp_path / "resumed", [*overrides, f"ckpt_path={last}"]))
     assert resumed.sets == whole.sets and resumed.best_acc == whole.best_acc
+    assert resumed.history == whole.history  # its validate() adds no epoch to the curve
     assert json.loads((out / "results.json").read_text())["sets"] == whole.sets
     validated = [x for x in capfd.readouterr().out.splitlines() if " validated: " in x]
     assert len(validated) == 1 and validated[0].startswith("checkpoint validated: val/acc 0.")

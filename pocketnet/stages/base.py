@@ -26,6 +26,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric
@@ -86,7 +87,8 @@ class FaceModule(L.LightningModule):
         self.val_metrics = nn.ModuleDict({n: VerificationMetric(s) for n, s in val_sets.items()})
         self.acc_best = MaxMetric()
         self.acc_best.persistent(True)  # a resumed run keeps its best accuracy
-        # the accuracies after each validation (results.json's learning curve), kept by checkpoints
+        # the accuracies after each validation in training, with its (1-based) epoch and step:
+        # results.json's learning curve, kept by the checkpoints
         self.val_history: list[dict[str, float]] = []
         # (value, algorithm) for manual optimisation; the runner moves it from the Trainer
         self.gradient_clip: tuple[float | None, str] = (None, "norm")
@@ -281,10 +283,13 @@ class FaceModule(L.LightningModule):
             self.log_dict({f"val/{name}/{k}": v for k, v in results.items()}, **SAME_ON_ALL)
             accs.append(results["acc"])
         acc = torch.stack(accs).mean()
-        if self._trainer is None or not self._trainer.sanity_checking:
+        trainer = self._trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if fitting and not trainer.sanity_checking:  # not the validate() of a finished run
+            # resumed for its results: its last epoch is in the history already
             sets = {f"val/{n}/acc": float(a) for n, a in zip(self.val_names, accs, strict=True)}
-            epoch = self.current_epoch + 1  # epochs trained
-            self.val_history.append({"epoch": epoch, **sets, "val/acc": float(acc)})
+            at = {"epoch": self.current_epoch + 1, "step": self.global_step}  # 1-based epoch
+            self.val_history.append({**at, **sets, "val/acc": float(acc)})
         self.acc_best.update(acc)
         self.log("val/acc", acc, prog_bar=True, **SAME_ON_ALL)
         self.log("val/acc_best", self.acc_best.compute(), prog_bar=True, **SAME_ON_ALL)
