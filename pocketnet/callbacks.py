@@ -18,6 +18,7 @@ from pocketnet.config.instantiate import instantiate_extra
 from pocketnet.data.encoded import CorruptImageError
 from pocketnet.data.recordio import RecordIOError
 from pocketnet.progress import LineProgress
+from pocketnet.run_folder import CHECKPOINTS
 
 __all__ = [
     "DATA_ERRORS",
@@ -173,7 +174,7 @@ def build_callbacks(cfg: Any, output_dir: str | Path, has_logger: bool) -> list[
     else:
         out.append(cb.TQDMProgressBar(refresh_rate=cfg.progress.refresh_rate))
     out.append(cb.RichModelSummary(max_depth=cfg.model_summary_depth))
-    ckpt_dir = Path(output_dir) / "checkpoints"
+    ckpt_dir = Path(output_dir) / CHECKPOINTS
     if cfg.checkpoint is not None:
         c = cfg.checkpoint
         ckpt_dir = Path(c.dirpath)

@@ -36,7 +36,7 @@ from rich.markdown import Markdown
 
 from pocketnet.console import console as make_console
 from pocketnet.results import PipelineResult, RunResult, load_results
-from pocketnet.run_folder import LAST, RUN_CONTROL, is_under
+from pocketnet.run_folder import LAST, RUN_CONTROL, folder_above, is_under
 from pocketnet.studies import Study, find_study, load_study, objective_plot, study_markdown
 
 __all__ = [
@@ -164,12 +164,13 @@ def _trains(key: str, value: str, own: tuple[Path, Path] | None) -> bool:
 
 
 def _in_folder(ckpt_path: str, own: tuple[Path, Path] | None) -> bool:
-    """``ckpt_path`` (relative to the directory the run ran from) is ``<own>/checkpoints/<file>``,
-    ``own`` being (that directory, the run's output folder)."""
+    """``ckpt_path`` (relative to the directory the run ran from) belongs to the run's own folder
+    by the rule a run resumes by (:func:`~pocketnet.run_folder.folder_above`), ``own`` being
+    (that directory, the run's output folder)."""
     if own is None:
         return False
     cwd, output_dir = own
-    return Path(os.path.normpath(cwd / ckpt_path)).parent == output_dir / "checkpoints"
+    return folder_above(os.path.normpath(cwd / ckpt_path)) == output_dir
 
 
 def _own_folder(folder: Path) -> tuple[Path, Path] | None:
@@ -478,7 +479,7 @@ def curves_plot(groups: list[Group]) -> Figure | None:
             epochs, means, stds = _curve(g, key)
             if not epochs:
                 continue
-            n = len({r.name for r in g.runs if any(key in h for h in r.history)})
+            n = sum(any(key in h for h in r.history) for r in g.runs)
             ax.plot(epochs, means, marker=".", color=f"C{i % 10}", label=f"{name} (n={n})")
             low = [m - s for m, s in zip(means, stds, strict=True)]
             high = [m + s for m, s in zip(means, stds, strict=True)]

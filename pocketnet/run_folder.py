@@ -8,16 +8,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
+    "CHECKPOINTS",
     "LAST",
     "RUN_CONFIG",
     "RUN_CONTROL",
     "check_same_run",
+    "folder_above",
     "is_under",
     "latest_checkpoint",
     "run_folder_of",
 ]
 
 RUN_CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"  # <run>/checkpoints/: where a run's checkpoints go by default
 LAST = "last"  # ckpt_path=last: this run folder's newest checkpoint, if it has one
 RESUMABLE = ("interrupted.ckpt", "last.ckpt")  # what a stopped run leaves in checkpoints/
 # How a run runs, not what it trains: its folders and names, console, loggers, loaders, the
@@ -54,16 +57,22 @@ def is_under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(f"{p}.") for p in prefixes)
 
 
+def folder_above(ckpt_path: str | Path) -> Path:
+    """``<run>/checkpoints/x.ckpt`` -> ``<run>``: the folder whose run a checkpoint would belong
+    to (by its path alone: a report reads records whose folders may be gone)."""
+    return Path(ckpt_path).parent.parent
+
+
 def run_folder_of(ckpt_path: str | Path) -> Path | None:
     """The run folder a checkpoint belongs to: ``<run>/checkpoints/x.ckpt`` where ``<run>``
     holds a run's ``config.yaml``; None for a checkpoint elsewhere."""
-    folder = Path(ckpt_path).resolve().parent.parent
+    folder = folder_above(Path(ckpt_path).resolve())
     return folder if (folder / RUN_CONFIG).is_file() else None
 
 
 def latest_checkpoint(run_folder: str | Path) -> Path | None:
     """The newest of ``<run_folder>/checkpoints/{interrupted,last}.ckpt``; None if neither."""
-    found = [Path(run_folder) / "checkpoints" / name for name in RESUMABLE]
+    found = [Path(run_folder) / CHECKPOINTS / name for name in RESUMABLE]
     found = [p for p in found if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 

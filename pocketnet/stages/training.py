@@ -27,7 +27,13 @@ from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.inference import inputs_channels_last
 from pocketnet.results import RunResult
-from pocketnet.run_folder import LAST, check_same_run, latest_checkpoint, run_folder_of
+from pocketnet.run_folder import (
+    CHECKPOINTS,
+    LAST,
+    check_same_run,
+    latest_checkpoint,
+    run_folder_of,
+)
 from pocketnet.runtime import (
     SetupError,
     build_loggers,
@@ -273,7 +279,7 @@ def _resume_latest(cfg: DictConfig) -> None:
     """``ckpt_path=last``: resume from the run folder's newest checkpoint, or start the run if
     it has none (a requeued cluster job gets the same folder and command line again)."""
     found = latest_checkpoint(cfg.paths.output_dir)
-    where = Path(cfg.paths.output_dir) / "checkpoints"
+    where = Path(cfg.paths.output_dir) / CHECKPOINTS
     print(
         f"ckpt_path=last: resuming from {found}"
         if found
