@@ -387,10 +387,9 @@ def accuracy_plot(groups: list[Group], x: str, y: str, path: Path) -> Path:
     log-x when the x values span more than a factor of 10."""
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.add_subplot()
-    points = [
-        (g, name, g.mean(x), g.mean(y)) for g, name in zip(groups, labels(groups), strict=True)
-    ]
-    points = [p for p in points if not (math.isnan(p[2]) or math.isnan(p[3]))]
+    named = zip(groups, labels(groups), strict=True)
+    points = [(g, name, g.mean(x), g.mean(y)) for g, name in named]
+    points = [(g, n, xm, ym) for g, n, xm, ym in points if not (math.isnan(xm) or math.isnan(ym))]
     for i, (g, name, xm, ym) in enumerate(points):
         xs, ys = g.std(x), g.std(y)
         ax.errorbar(

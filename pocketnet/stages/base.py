@@ -285,8 +285,9 @@ class FaceModule(L.LightningModule):
         acc = torch.stack(accs).mean()
         trainer = self._trainer
         fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
-        if fitting and not trainer.sanity_checking:  # not the validate() of a finished run
-            # resumed for its results: its last epoch is in the history already
+        # fit only: a finished run resumed for its results re-validates by validate(), and its
+        # last epoch is in the history already
+        if fitting and not trainer.sanity_checking:
             sets = {f"val/{n}/acc": float(a) for n, a in zip(self.val_names, accs, strict=True)}
             at = {"epoch": self.current_epoch + 1, "step": self.global_step}  # 1-based epoch
             self.val_history.append({**at, **sets, "val/acc": float(acc)})
