@@ -9,11 +9,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from pocketnet.config.store import beside_run
 from pocketnet.data.cli import main as data_main
+from pocketnet.data.sources import bin_verification_set
+from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
+from pocketnet.evaluation.checkpoints import load_model
+from pocketnet.evaluation.export import export_onnx
+from pocketnet.evaluation.verification import VerificationResult, evaluate_verification
+from pocketnet.models.factory import backbone_from_config
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from tests.conftest import LFW_DEV, compose_run
@@ -102,6 +110,70 @@ def test_export_then_eval_of_the_bare_backbone_gives_the_same_figures(teacher_ru
     bank = TeacherBank(teacher_run / "teacher_bank")
     from_bank = _eval(tmp_path, [f"ckpt_path={bank.root / bank.entries()[-1].file}", *sets], "c")
     assert from_bank["sets"] == from_ckpt["sets"]  # the bank's last entry is the final state
+
+
+def test_an_ensemble_refuses_a_member_of_another_size_or_an_onnx_graph(teacher_run, tmp_path):
+    last = teacher_run / "checkpoints" / "last.ckpt"
+    backbone = OmegaConf.load(teacher_run / "config.yaml").backbone
+    at48 = tmp_path / "at48.pt"  # a teacher-bank file of the same net at 48 px
+    model_config = {"backbone": OmegaConf.to_container(backbone), "input_size": 48}
+    torch.save(
+        {"model_config": model_config, "backbone": backbone_from_config(backbone, 48).state_dict()},
+        at48,
+    )
+    graph = export_onnx(backbone_from_config(backbone, 32).eval(), 32, tmp_path / "g.onnx", 17)
+    for member, message in (
+        (at48, r"ensemble members take different input sizes: .*last.ckpt 32 px, .*at48.pt 48 px"),
+        (graph, r"g.onnx: an ONNX graph cannot join an ensemble; give its run's checkpoint"),
+    ):
+        with pytest.raises(SetupError, match=message):
+            _eval(tmp_path, [f"ckpt_path={last}", f"eval.ensemble=[{member}]"])
+
+
+def _votes(paths: list[Path], bin_path: Path) -> VerificationResult:
+    """The verification of nets' mean cosine vote, computed apart from EmbeddingEnsemble: each
+    net's flip views L2-normalised and summed, the nets concatenated."""
+    vset = bin_verification_set(bin_path)
+    images = torch.stack([vset.dataset[i][0] for i in range(len(vset.dataset))])
+    images = FaceBatchTransform("rgb", 32)(images)
+    parts = []
+    with torch.inference_mode():
+        for path in paths:
+            net = load_model(path).backbone
+            parts += [F.normalize(net(images), dim=1) + F.normalize(net(images.flip(3)), dim=1)]
+    return evaluate_verification(torch.cat(parts, dim=1), vset.issame)
+
+
+def test_an_ensemble_is_one_model_of_its_members(teacher_run, tmp_path):
+    """``eval.ensemble``: the members' mean cosine vote (a net with itself: the net's own vote),
+    its cost both nets'."""
+    last = teacher_run / "checkpoints" / "last.ckpt"
+    bank = TeacherBank(teacher_run / "teacher_bank")
+    first = bank.root / bank.entries()[0].file
+    test_bin = LFW_DEV / "lfw_dev_test.bin"
+    sets = [f"eval.sets=[{test_bin}]", "eval.fast_inference=false"]
+    for name, members, practical in (("twice", [last], "false"), ("mixed", [first], "true")):
+        metrics = _eval(
+            tmp_path,
+            [
+                f"ckpt_path={last}",
+                f"eval.ensemble=[{members[0]}]",
+                *sets,
+                f"eval.practical={practical}",
+                "eval.onnx=false",
+            ],
+            name,
+        )
+        expected = _votes([last] if name == "twice" else [last, first], test_bin)
+        figures = metrics["sets"]["lfw_dev_test"]
+        assert figures["acc"] == pytest.approx(expected.accuracy, abs=1e-6), name
+        assert figures["auc"] == pytest.approx(expected.auc, abs=1e-6), name
+    assert metrics["model"] == "ensemble of resnet18 + resnet18"
+    assert metrics["checkpoint"] == f"{last} + {first}"
+    assert figures["auc"] != _votes([last], test_bin).auc  # not the last net alone
+    run_practical = json.loads((teacher_run / "practical.json").read_text())
+    assert metrics["practical"]["params"] == 2 * run_practical["params"]
+    assert metrics["practical"]["MFLOPs"] == pytest.approx(2 * run_practical["MFLOPs"], rel=1e-6)
 
 
 def test_int8_and_fp16_onnx_are_judged_beside_fp32(teacher_run, tmp_path):

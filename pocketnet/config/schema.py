@@ -467,6 +467,7 @@ class EvalConfig:
 
     sets: list[Any] = MISSING
     templates: list[Any] = MISSING  # [{meta, pairs, images, name}] (IJB)
+    ensemble: list[str] = MISSING  # more checkpoints: one model with ckpt_path's net
     batch_size: int = MISSING
     color: Color | None = MISSING  # None: the run's data.color, else rgb
     save_embeddings: bool = MISSING

@@ -31,7 +31,7 @@ from pocketnet.data.encoded import EncodedImageDataset, FileImages
 from pocketnet.data.sources import SOURCES, bin_verification_set, pairs_verification_set
 from pocketnet.data.templates import read_template_set
 from pocketnet.data.transforms import FaceBatchTransform
-from pocketnet.evaluation.checkpoints import LoadedModel, load_model
+from pocketnet.evaluation.checkpoints import LoadedModel, load_ensemble, load_model
 from pocketnet.evaluation.export import export_onnx, file_size_mb, onnx_parity, save_backbone
 from pocketnet.evaluation.formats import OnnxBackbone, side_by_side_latency
 from pocketnet.evaluation.int8 import calibration_images, quantize_int8
@@ -56,8 +56,11 @@ log = logging.getLogger(__name__)
 __all__ = ["embed_set", "evaluate_checkpoint", "export_checkpoint", "plot_roc"]
 
 
-def _load(cfg: DictConfig) -> LoadedModel:
+def _load(cfg: DictConfig, ensemble: list[str] | None = None) -> LoadedModel:
+    """``cfg.ckpt_path``'s model, or one ensemble of it and the ``ensemble`` checkpoints."""
     try:
+        if ensemble:
+            return load_ensemble([cfg.ckpt_path, *ensemble], cfg.backbone, cfg.input_size)
         return load_model(cfg.ckpt_path, cfg.backbone, cfg.input_size)
     except (ValueError, OSError) as err:
         raise SetupError(str(err)) from err
@@ -181,7 +184,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     practical metrics (practical.json) of ``cfg.ckpt_path``."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = _load(cfg)
+    loaded = _load(cfg, list(cfg.eval.ensemble))
     onnx_graph = not isinstance(loaded.backbone, torch.nn.Module)  # run on the CPU
     if onnx_graph and cfg.eval.practical:
         raise SetupError(

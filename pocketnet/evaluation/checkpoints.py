@@ -8,6 +8,8 @@
   ``pocketnet-export`` output): ``backbone=<name>`` says what it holds, ``input_size`` its size;
 * an ONNX graph (``pocketnet-export``'s fp32, fp16 or int8 one), run by ONNX Runtime: the graph
   gives its input size, and one in ``<run>/export/<time>/`` its run's config.
+
+Several PyTorch ones make one model, an :class:`EmbeddingEnsemble` (:func:`load_ensemble`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pocketnet.models.ensemble import EmbeddingEnsemble
 from pocketnet.models.factory import backbone_from_config, plain_dict
 from pocketnet.stages.stage import STAGES
 from pocketnet.untrusted import load_torch_file, strip_wrappers
 
-__all__ = ["LoadedModel", "load_model"]
+__all__ = ["LoadedModel", "load_ensemble", "load_model"]
 
 
 @dataclass
@@ -152,3 +155,37 @@ def load_model(
             f"input_size={input_size} but {path} holds a model for {loaded.input_size} px"
         )
     return loaded
+
+
+def _color(loaded: LoadedModel) -> str | None:
+    return None if loaded.run_config is None else str(loaded.run_config.data.color)
+
+
+def load_ensemble(
+    paths: list[str | Path], backbone: Any = None, input_size: int | None = None
+) -> LoadedModel:
+    """The models in ``paths`` (each read by :func:`load_model`) as one
+    :class:`EmbeddingEnsemble`, with the first one's run config (its sets and colours). The
+    members must be PyTorch models of one input size and, where their runs say, one colour
+    order."""
+    members = [load_model(path, backbone, input_size) for path in paths]
+    first = members[0]
+    for m in members:
+        if not isinstance(m.backbone, nn.Module):
+            raise ValueError(
+                f"{m.source}: an ONNX graph cannot join an ensemble; give its run's checkpoint"
+            )
+        if m.input_size != first.input_size:
+            raise ValueError(
+                f"ensemble members take different input sizes: {first.source} "
+                f"{first.input_size} px, {m.source} {m.input_size} px"
+            )
+        if None not in (_color(m), _color(first)) and _color(m) != _color(first):
+            raise ValueError(
+                f"ensemble members were trained on different colour orders: {first.source} "
+                f"{_color(first)}, {m.source} {_color(m)}"
+            )
+    ensemble = EmbeddingEnsemble([m.backbone for m in members]).eval()
+    name = "ensemble of " + " + ".join(m.name for m in members)
+    source = " + ".join(m.source for m in members)
+    return LoadedModel(ensemble, first.input_size, name, source, first.run_config)

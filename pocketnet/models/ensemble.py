@@ -1,0 +1,30 @@
+"""Several face nets as one: each member's embedding L2-normalised, the members concatenated.
+
+Cosine similarity of two such embeddings is the mean of the members' cosine similarities, so an
+ensemble scores a pair by its members' mean vote. Under flip fusion each view is normalised
+before the two are summed, so a net with itself differs from the net alone by the views'
+weights. It is a plain ``nn.Module`` of its members: its parameters, FLOPs, latency and ONNX
+graph are those of all of them together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["EmbeddingEnsemble"]
+
+
+class EmbeddingEnsemble(nn.Module):
+    """``cat([normalize(m(x)) for m in members]) / sqrt(len(members))``: a unit embedding."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.scale = len(members) ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.normalize(m(x), dim=1) for m in self.members], dim=1) * self.scale
