@@ -1,6 +1,7 @@
 """pocketnet-eval and pocketnet-export on real checkpoints of real runs."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch import nn
 
 from pocketnet.config.store import beside_run
 from pocketnet.data.cli import main as data_main
@@ -19,8 +21,8 @@ from pocketnet.data.transforms import FaceBatchTransform
 from pocketnet.distill.teacher_bank import TeacherBank
 from pocketnet.evaluation.app import evaluate_checkpoint, export_checkpoint
 from pocketnet.evaluation.checkpoints import load_model
-from pocketnet.evaluation.export import export_onnx
 from pocketnet.evaluation.verification import VerificationResult, evaluate_verification
+from pocketnet.models.ensemble import EmbeddingEnsemble
 from pocketnet.models.factory import backbone_from_config
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
@@ -112,19 +114,40 @@ def test_export_then_eval_of_the_bare_backbone_gives_the_same_figures(teacher_ru
     assert from_bank["sets"] == from_ckpt["sets"]  # the bank's last entry is the final state
 
 
-def test_an_ensemble_refuses_a_member_of_another_size_or_an_onnx_graph(teacher_run, tmp_path):
+def test_an_ensemble_embedding_is_a_unit_vector_whose_cosine_is_the_members_mean():
+    torch.manual_seed(0)
+    members = [nn.Linear(6, 4), nn.Linear(6, 3), nn.Linear(6, 5)]
+    ensemble = EmbeddingEnsemble(members)
+    a, b = torch.randn(8, 6), torch.randn(8, 6)
+    with torch.no_grad():
+        ea, eb = ensemble(a), ensemble(b)
+        mean_cosine = torch.stack([F.cosine_similarity(m(a), m(b)) for m in members]).mean(0)
+    torch.testing.assert_close(ea.norm(dim=1), torch.ones(8))
+    torch.testing.assert_close((ea * eb).sum(dim=1), mean_cosine)
+
+
+def test_an_ensemble_refuses_members_that_do_not_make_one_model(teacher_run, tmp_path):
+    """Another input size, another colour order, an ONNX graph, a missing file: one line each."""
     last = teacher_run / "checkpoints" / "last.ckpt"
-    backbone = OmegaConf.load(teacher_run / "config.yaml").backbone
+    run_cfg = OmegaConf.load(teacher_run / "config.yaml")
     at48 = tmp_path / "at48.pt"  # a teacher-bank file of the same net at 48 px
-    model_config = {"backbone": OmegaConf.to_container(backbone), "input_size": 48}
-    torch.save(
-        {"model_config": model_config, "backbone": backbone_from_config(backbone, 48).state_dict()},
-        at48,
-    )
-    graph = export_onnx(backbone_from_config(backbone, 32).eval(), 32, tmp_path / "g.onnx", 17)
+    model_config = {"backbone": OmegaConf.to_container(run_cfg.backbone), "input_size": 48}
+    net48 = backbone_from_config(run_cfg.backbone, 48)
+    torch.save({"model_config": model_config, "backbone": net48.state_dict()}, at48)
+    bgr = tmp_path / "bgr"  # the same run, said to be trained on BGR faces
+    (bgr / "checkpoints").mkdir(parents=True)
+    shutil.copy(last, bgr / "checkpoints" / "last.ckpt")
+    run_cfg.data.color = "bgr"
+    OmegaConf.save(run_cfg, bgr / "config.yaml")
     for member, message in (
         (at48, r"ensemble members take different input sizes: .*last.ckpt 32 px, .*at48.pt 48 px"),
-        (graph, r"g.onnx: an ONNX graph cannot join an ensemble; give its run's checkpoint"),
+        (
+            bgr / "checkpoints" / "last.ckpt",
+            r"ensemble members were trained on different colour orders: .*last.ckpt rgb, "
+            r".*bgr/checkpoints/last.ckpt bgr",
+        ),
+        (tmp_path / "g.onnx", r"eval.ensemble=.*g.onnx: an ONNX graph cannot join an ensemble"),
+        (tmp_path / "none.ckpt", r"eval.ensemble=.*none.ckpt: no such file"),
     ):
         with pytest.raises(SetupError, match=message):
             _eval(tmp_path, [f"ckpt_path={last}", f"eval.ensemble=[{member}]"])
@@ -145,8 +168,8 @@ def _votes(paths: list[Path], bin_path: Path) -> VerificationResult:
 
 
 def test_an_ensemble_is_one_model_of_its_members(teacher_run, tmp_path):
-    """``eval.ensemble``: the members' mean cosine vote (a net with itself: the net's own vote),
-    its cost both nets'."""
+    """``eval.ensemble``: the members' mean cosine vote, each flip view normalised (a net with
+    itself: that net's vote), its cost both nets'."""
     last = teacher_run / "checkpoints" / "last.ckpt"
     bank = TeacherBank(teacher_run / "teacher_bank")
     first = bank.root / bank.entries()[0].file

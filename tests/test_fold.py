@@ -8,10 +8,13 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 
 from pocketnet.models.backbone import build_backbone
+from pocketnet.models.ensemble import EmbeddingEnsemble
 from pocketnet.models.fold import fold_batchnorm
 from pocketnet.models.inference import fast_inference_copy
 from pocketnet.models.pocketnet.ops import FactorizedReduce, PoolBN
 from pocketnet.models.timm_models import FACE_MODELS
+
+ENSEMBLE = ("pocketnet_s_128", "iresnet18")
 
 
 def _with_statistics(net: nn.Module) -> nn.Module:
@@ -168,3 +171,18 @@ def test_fast_inference_copy_gives_the_same_embeddings_and_leaves_the_model():
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert all(v.equal(state[k]) for k, v in net.state_dict().items())  # the model is untouched
     assert all(m.weight.is_contiguous() for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_an_ensemble_folds_each_member_by_its_own_graph():
+    """PocketNet does not trace and iresnet does: in one ensemble each still folds as alone."""
+    torch.manual_seed(4)
+    nets = [_with_statistics(timm.create_model(n, input_size=32)) for n in ENSEMBLE]
+    alone = [
+        fold_batchnorm(_with_statistics(timm.create_model(n, input_size=32))) for n in ENSEMBLE
+    ]
+    ensemble = EmbeddingEnsemble(nets).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = ensemble(x)
+        assert fold_batchnorm(ensemble) == sum(alone) and min(alone) > 0
+        torch.testing.assert_close(ensemble(x), before, rtol=0, atol=2e-5)

@@ -181,7 +181,8 @@ def _templates(
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     """Verification on each set (metrics.json, roc_<set>.png, optional embeddings) and the
-    practical metrics (practical.json) of ``cfg.ckpt_path``."""
+    practical metrics (practical.json) of ``cfg.ckpt_path`` (with ``eval.ensemble``: of the
+    ensemble)."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load(cfg, list(cfg.eval.ensemble))

@@ -125,14 +125,18 @@ def _from_onnx(path: Path, input_size: int | None) -> LoadedModel:
 
 
 def load_model(
-    ckpt_path: str | Path, backbone: Any = None, input_size: int | None = None
+    ckpt_path: str | Path,
+    backbone: Any = None,
+    input_size: int | None = None,
+    key: str = "ckpt_path",
 ) -> LoadedModel:
     """The backbone in ``ckpt_path`` (eval mode, CPU). ``backbone`` (a ``backbone`` group
-    config) and ``input_size`` are needed for a bare state_dict only."""
+    config) and ``input_size`` are needed for a bare state_dict only; ``key`` is the config key
+    that named the file, for the errors."""
     path = Path(ckpt_path)
     if path.suffix == ".onnx":
         return _from_onnx(path, input_size)
-    payload = load_torch_file(path, "ckpt_path")
+    payload = load_torch_file(path, key)
     if not isinstance(payload, dict):
         raise ValueError(f"{path}: not a checkpoint (a {type(payload).__name__}, not a dict)")
     if "pytorch-lightning_version" in payload and "state_dict" in payload:
@@ -157,35 +161,37 @@ def load_model(
     return loaded
 
 
-def _color(loaded: LoadedModel) -> str | None:
-    return None if loaded.run_config is None else str(loaded.run_config.data.color)
-
-
 def load_ensemble(
     paths: list[str | Path], backbone: Any = None, input_size: int | None = None
 ) -> LoadedModel:
-    """The models in ``paths`` (each read by :func:`load_model`) as one
-    :class:`EmbeddingEnsemble`, with the first one's run config (its sets and colours). The
-    members must be PyTorch models of one input size and, where their runs say, one colour
+    """``paths[0]`` (``ckpt_path``) and the ``eval.ensemble`` checkpoints after it, each read by
+    :func:`load_model` (a bare state_dict with the one ``backbone`` and ``input_size``), as one
+    :class:`EmbeddingEnsemble` with the first run config among them (its sets and colours).
+    The members must be PyTorch models of one input size and, where their runs say, one colour
     order."""
-    members = [load_model(path, backbone, input_size) for path in paths]
-    first = members[0]
-    for m in members:
-        if not isinstance(m.backbone, nn.Module):
+    keys = ["ckpt_path"] + ["eval.ensemble"] * (len(paths) - 1)
+    for key, path in zip(keys, paths, strict=True):
+        if Path(path).suffix == ".onnx":
             raise ValueError(
-                f"{m.source}: an ONNX graph cannot join an ensemble; give its run's checkpoint"
+                f"{key}={path}: an ONNX graph cannot join an ensemble; give its run's checkpoint"
             )
-        if m.input_size != first.input_size:
-            raise ValueError(
-                f"ensemble members take different input sizes: {first.source} "
-                f"{first.input_size} px, {m.source} {m.input_size} px"
-            )
-        if None not in (_color(m), _color(first)) and _color(m) != _color(first):
-            raise ValueError(
-                f"ensemble members were trained on different colour orders: {first.source} "
-                f"{_color(first)}, {m.source} {_color(m)}"
-            )
+    members = [
+        load_model(path, backbone, input_size, key) for key, path in zip(keys, paths, strict=True)
+    ]
+    sizes = {m.input_size for m in members}
+    if len(sizes) > 1:
+        raise ValueError(
+            "ensemble members take different input sizes: "
+            + ", ".join(f"{m.source} {m.input_size} px" for m in members)
+        )
+    runs = [m.run_config for m in members if m.run_config is not None]
+    colours = {str(run.data.color) for run in runs}
+    if len(colours) > 1:
+        raise ValueError(
+            "ensemble members were trained on different colour orders: "
+            + ", ".join(f"{m.source} {m.run_config.data.color}" for m in members if m.run_config)
+        )
     ensemble = EmbeddingEnsemble([m.backbone for m in members]).eval()
     name = "ensemble of " + " + ".join(m.name for m in members)
     source = " + ".join(m.source for m in members)
-    return LoadedModel(ensemble, first.input_size, name, source, first.run_config)
+    return LoadedModel(ensemble, members[0].input_size, name, source, (runs or [None])[0])

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pocketnet.models.fold import fold_batchnorm
+
 __all__ = ["EmbeddingEnsemble"]
 
 
@@ -28,3 +30,8 @@ class EmbeddingEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(m(x), dim=1) for m in self.members], dim=1) * self.scale
+
+    def fold_batchnorm(self) -> int:
+        """Each member's BatchNorms folded by its own graph (one that does not trace falls back
+        alone), :func:`pocketnet.models.fold.fold_batchnorm`."""
+        return sum(fold_batchnorm(m) for m in self.members)

@@ -29,9 +29,12 @@ def fold_batchnorm(model: nn.Module) -> int:
     BatchNorm becomes ``nn.Identity``, a ``BatchNormAct2d`` its dropout and activation), after
     calling ``fold_batchnorm()`` on every submodule that defines it (a BatchNorm over
     concatenated branches). ``model`` must be in eval mode: folding uses the running
-    statistics. Returns how many BatchNorms were folded."""
+    statistics. A model that defines ``fold_batchnorm()`` itself (an ensemble: each member
+    folded as a net of its own) is left to it. Returns how many BatchNorms were folded."""
     if any(m.training for m in model.modules()):
         raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first)")
+    if callable(getattr(model, "fold_batchnorm", None)):
+        return model.fold_batchnorm()
     folded = 0
     for module in list(model.modules()):
         if module is not model and callable(getattr(module, "fold_batchnorm", None)):
