@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import textwrap
@@ -149,9 +150,13 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _natural(path: Path) -> list[tuple[int, int, str]]:
-    """Sort key for run folders: 2 before 10."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
+def _natural(path: Path) -> list[list[str | int]]:
+    """Sort key for run folders: 2 before 10, T2 before T16 (each part's digit runs as numbers;
+    ``re.split`` keeps them at the odd places, so the keys compare)."""
+    return [
+        [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", part))]
+        for part in path.parts
+    ]
 
 
 def _trains(key: str, value: str, own: tuple[Path, Path] | None) -> bool:

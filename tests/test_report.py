@@ -97,6 +97,15 @@ def test_multirun_layout(sweep):
     assert all((sweep / r / ".hydra" / "overrides.yaml").is_file() for r in runs)
 
 
+def test_runs_are_read_in_natural_order_of_their_folders(sweep, tmp_path):
+    """T2 before T16, 2 before 10: a table's rows follow the numbers in the run folders' names."""
+    names = ["T16", "T2", "10", "2", "T4_s43", "T4"]
+    for name in names:
+        shutil.copytree(sweep / "0", tmp_path / name)
+    runs, _ = collect_runs(tmp_path)
+    assert [r.name for r in runs] == ["2", "10", "T2", "T4", "T4_s43", "T16"]
+
+
 def test_one_row_per_run_with_the_swept_overrides(report):
     rows = _rows(report / "report.csv")
     assert len(rows) == 8
