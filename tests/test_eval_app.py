@@ -175,25 +175,21 @@ def test_an_ensemble_is_one_model_of_its_members(teacher_run, tmp_path):
     first = bank.root / bank.entries()[0].file
     test_bin = LFW_DEV / "lfw_dev_test.bin"
     sets = [f"eval.sets=[{test_bin}]", "eval.fast_inference=false"]
-    for name, members, practical in (("twice", [last], "false"), ("mixed", [first], "true")):
+    last_alone = _votes([last], test_bin)
+    for name, member, practical, expected in (
+        ("twice", last, "false", last_alone),
+        ("mixed", first, "true", _votes([last, first], test_bin)),
+    ):
+        overrides = [f"ckpt_path={last}", f"eval.ensemble=[{member}]", *sets]
         metrics = _eval(
-            tmp_path,
-            [
-                f"ckpt_path={last}",
-                f"eval.ensemble=[{members[0]}]",
-                *sets,
-                f"eval.practical={practical}",
-                "eval.onnx=false",
-            ],
-            name,
+            tmp_path, [*overrides, f"eval.practical={practical}", "eval.onnx=false"], name
         )
-        expected = _votes([last] if name == "twice" else [last, first], test_bin)
         figures = metrics["sets"]["lfw_dev_test"]
         assert figures["acc"] == pytest.approx(expected.accuracy, abs=1e-6), name
         assert figures["auc"] == pytest.approx(expected.auc, abs=1e-6), name
     assert metrics["model"] == "ensemble of resnet18 + resnet18"
     assert metrics["checkpoint"] == f"{last} + {first}"
-    assert figures["auc"] != _votes([last], test_bin).auc  # not the last net alone
+    assert figures["auc"] != last_alone.auc  # not the last net alone
     run_practical = json.loads((teacher_run / "practical.json").read_text())
     assert metrics["practical"]["params"] == 2 * run_practical["params"]
     assert metrics["practical"]["MFLOPs"] == pytest.approx(2 * run_practical["MFLOPs"], rel=1e-6)

@@ -194,4 +194,4 @@ def load_ensemble(
     ensemble = EmbeddingEnsemble([m.backbone for m in members]).eval()
     name = "ensemble of " + " + ".join(m.name for m in members)
     source = " + ".join(m.source for m in members)
-    return LoadedModel(ensemble, members[0].input_size, name, source, (runs or [None])[0])
+    return LoadedModel(ensemble, members[0].input_size, name, source, runs[0] if runs else None)
