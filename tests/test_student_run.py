@@ -447,3 +447,64 @@ def test_a_kd_student_starts_from_the_student_alones_draw(tmp_path, bank, kd):
         assert mine.keys() == theirs.keys()
         assert all(torch.equal(mine[k], theirs[k]) for k in mine), part
     assert torch.equal(distilled_next, plain_next)
+
+
+def test_a_teacher_ensemble_averages_its_nets_cosine_logits(tmp_path, bank):
+    """Multi-teacher KD: the bank's epoch-1 net with the run's own last checkpoint (epoch 2)."""
+    from pocketnet.distill.cache import TeacherCache
+    from pocketnet.distill.teacher import TeacherEnsemble, teacher_from_bank, teacher_from_run
+
+    ckpt = bank.parent / "checkpoints" / "last.ckpt"
+    entries = TeacherBank(bank).entries()
+    first = teacher_from_bank(TeacherBank(bank), entries[0])
+    last = teacher_from_bank(TeacherBank(bank), entries[-1])
+    from_run = teacher_from_run(ckpt, "stage.teacher.ensemble")
+    x = torch.randn(6, 3, 32, 32)
+    # the run's checkpoint rebuilds the bank's last net: the same embeddings and logits
+    assert from_run.step == last.step and from_run.num_classes == last.num_classes == 16
+    assert torch.allclose(from_run.logits(from_run(x)), last.logits(last(x)), atol=1e-4)
+    both = TeacherEnsemble([first, from_run])
+    f = both(x)
+    assert f.shape == (6, 64) and both.embedding_size == 64
+    assert torch.allclose(f.norm(dim=1), torch.ones(6), atol=1e-5)
+    mean = (first.logits(first(x)) + last.logits(last(x))) / 2
+    assert not torch.allclose(first.logits(first(x)), mean, atol=1e-2)  # two different nets
+    assert torch.allclose(both.logits(f), mean, atol=1e-3)
+    assert both.parts == [(first.source, first.step), (str(ckpt), from_run.step)]
+    cache = TeacherCache(tmp_path, {"name": "tiny"}, 10)
+    assert cache.key(both) not in (cache.key(first), cache.key(from_run))
+    with pytest.raises(ValueError, match=r"ensemble .* is fixed: it cannot load"):
+        both.load_payload(TeacherBank(bank).load(entries[-1]), "x.pt")
+
+
+def test_a_student_learns_from_a_teacher_ensemble(tmp_path, bank):
+    ckpt = bank.parent / "checkpoints" / "last.ckpt"
+    cfg = _student(
+        tmp_path,
+        bank,
+        "kd=soft_target",
+        "stage.teacher.entry=0",
+        f"stage.teacher.ensemble=[{ckpt}]",
+    )
+    trainer, module, _ = _fit_with_spy(cfg)
+    assert module.teacher.source.endswith(f" + {ckpt}")
+    assert module.teacher.embedding_size == 64
+    assert torch.isfinite(trainer.callback_metrics["train/loss_kd"])
+    # embedding KD matches the 64-d concatenation: a 32-d student needs a projection
+    with pytest.raises(SetupError, match=r"student embeds in 32-d.*in 64-d"):
+        _bad(tmp_path / "e", bank, "kd=embedding", f"stage.teacher.ensemble=[{ckpt}]")
+
+
+def test_a_teacher_ensemble_refuses_what_needs_one_teacher(tmp_path, bank):
+    ckpt = bank.parent / "checkpoints" / "last.ckpt"
+    ensemble = f"stage.teacher.ensemble=[{ckpt}]"
+    with pytest.raises(SetupError, match=r"kd=multi_step swaps one teacher's .*fixed teacher"):
+        _bad(tmp_path / "a", bank, "kd=multi_step", ensemble)
+    with pytest.raises(SetupError, match=r"init_from_teacher copies one teacher's .*ensemble="):
+        _bad(tmp_path / "b", bank, "kd=none", "stage.init_from_teacher=true", ensemble)
+    missing = tmp_path / "gone.ckpt"
+    with pytest.raises(SetupError, match=rf"stage.teacher.ensemble={missing}: no such file"):
+        _bad(tmp_path / "c", bank, "kd=soft_target", f"stage.teacher.ensemble=[{missing}]")
+    bank_file = bank / TeacherBank(bank).entries()[0].file
+    with pytest.raises(SetupError, match=r"not the Lightning checkpoint of a teacher or student"):
+        _bad(tmp_path / "d", bank, "kd=soft_target", f"stage.teacher.ensemble=[{bank_file}]")

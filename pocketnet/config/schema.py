@@ -242,11 +242,14 @@ class TeacherConfig:
     backbone file (``checkpoint``: an insightface ``backbone.pth`` or an official PocketNet
     checkpoint, with its net ``backbone``, ``embedding_size`` and ``input_size``) or a shared
     teacher run (``train``: its overrides; trained once, then its bank is used, see
-    :mod:`pocketnet.distill.shared_teacher`)."""
+    :mod:`pocketnet.distill.shared_teacher`). ``ensemble``: more teachers (bank folders, at
+    ``entry``, or runs' Lightning checkpoints) that join it as one
+    (:class:`pocketnet.distill.teacher.TeacherEnsemble`)."""
 
     bank: str | None = MISSING
     train: list[str] | None = MISSING
     entry: int = MISSING
+    ensemble: list[str] = MISSING
     checkpoint: str | None = MISSING
     backbone: str | None = MISSING
     embedding_size: int = MISSING

@@ -6,8 +6,9 @@ un-augmented faces' embeddings (``KDMethod.cache_under_augment``: AdaDistill's c
 use the cache. The tables are computed once per (teacher checkpoint, data, resolution) and stored as
 ``<cache_dir>/<key>.npy`` (float32, shape (N, 2, D): row ``[index, flipped]``, memory-mapped)
 with ``<key>.json`` describing what it was computed from. The key hashes the teacher file (path,
-size, modification time, step), the data config and training files, and the teacher's input
-resolution, so a change of any of them computes a new cache. Files are written atomically.
+size, modification time, step; each net's for an ensemble), the data config and training files,
+and the teacher's input resolution, so a change of any of them computes a new cache. Files are
+written atomically.
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ class TeacherCache:
 
     def key(self, teacher: FrozenTeacher) -> str:
         described = {
-            "teacher": file_signature(teacher.source),
-            "step": teacher.step,
+            "teacher": [[file_signature(source), step] for source, step in teacher.parts],
             "input_size": teacher.input_size,
             "data": self.data,
             "num_samples": self.num_samples,

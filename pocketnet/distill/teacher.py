@@ -10,23 +10,29 @@ backbone's): the same embeddings, and teacher_lfw's forward 1.3-1.5x faster on a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
+from pocketnet.models.ensemble import EmbeddingEnsemble
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.inference import inputs_channels_last
+from pocketnet.untrusted import load_torch_file
 
 __all__ = [
     "FrozenTeacher",
+    "TeacherEnsemble",
     "load_teacher",
     "pick_entry",
     "teacher_from_bank",
     "teacher_from_file",
+    "teacher_from_run",
     "transfer_weights",
 ]
 
@@ -63,6 +69,11 @@ class FrozenTeacher(nn.Module):
     def num_classes(self) -> int | None:
         return None if self.head is None else int(self.head.weight.shape[0])
 
+    @property
+    def parts(self) -> list[tuple[str, int | None]]:
+        """The file and training step of each net's weights (one here; an ensemble's each)."""
+        return [(self.source, self.step)]
+
     def train(self, mode: bool = True) -> FrozenTeacher:
         """Stays in eval mode whatever is asked (BN statistics and dropout frozen)."""
         return super().train(False)
@@ -98,6 +109,55 @@ class FrozenTeacher(nn.Module):
         self.source, self.step = source, int(payload["step"])
 
 
+class TeacherEnsemble(FrozenTeacher):
+    """Several frozen teachers as one (multi-teacher KD): the embedding is
+    :class:`EmbeddingEnsemble`'s (each net's L2-normalised, concatenated, unit length) and the
+    head's centres each net's normalised centres concatenated the same way, so a class's cosine
+    logit is exactly the mean of the nets' (one scale ``s``). Soft targets are the nets' mean
+    logits; embedding KD matches the concatenation. Its weights are fixed: no bank swaps."""
+
+    def __init__(self, members: Sequence[FrozenTeacher]):
+        first = members[0]
+        if len({m.input_size for m in members}) > 1:
+            raise ValueError(
+                "stage.teacher.ensemble: the teachers take different input sizes: "
+                + ", ".join(f"{m.source} {m.input_size} px" for m in members)
+            )
+        heads = [m.head for m in members]
+        with_heads = all(h is not None for h in heads)  # else: embedding KD only
+        if with_heads and len({(m.num_classes, m.head.normalize, m.head.s) for m in members}) > 1:
+            raise ValueError(
+                "stage.teacher.ensemble: the teachers' heads must share their identities and "
+                "cosine scale to average their logits: "
+                + ", ".join(f"{m.source} {m.num_classes} classes, s={m.head.s}" for m in members)
+            )
+        if with_heads and not first.head.normalize:
+            raise ValueError(
+                f"stage.teacher.ensemble: {first.source} has a softmax head "
+                "(head.normalize=false); the ensemble averages cosine logits"
+            )
+        backbone = EmbeddingEnsemble([m.backbone for m in members])
+        head = None
+        if with_heads:
+            cfg = {**first.model_config["head"], "sample_rate": 1.0}
+            head = head_from_config(cfg, backbone.embedding_size, first.num_classes)
+            centres = [F.normalize(h.weight.float(), dim=1) for h in heads]
+            with torch.no_grad():
+                head.weight.copy_(torch.cat(centres, dim=1))
+        super().__init__(backbone, head, first.input_size, " + ".join(m.source for m in members))
+        self.members = [(m.source, m.step) for m in members]
+
+    @property
+    def parts(self) -> list[tuple[str, int | None]]:
+        return list(self.members)
+
+    def check_same_model(self, payload: dict[str, Any], source: str) -> None:
+        raise ValueError(
+            f"the teacher ensemble {self.source} is fixed: it cannot load {source} "
+            "(kd=multi_step and other bank swaps need one teacher)"
+        )
+
+
 def _describe(model_config: dict[str, Any] | None) -> str:
     if not model_config:
         return "(no model_config)"
@@ -108,18 +168,58 @@ def _describe(model_config: dict[str, Any] | None) -> str:
     )
 
 
-def teacher_from_bank(bank: TeacherBank, entry: BankEntry) -> FrozenTeacher:
-    """Rebuild the teacher of a bank checkpoint from its stored model config and load it."""
-    payload = bank.load(entry)
+def _from_payload(payload: dict[str, Any], source: str) -> FrozenTeacher:
+    """The teacher a bank-style payload (``model_config``, ``backbone``, ``head``, ``step``)
+    holds, rebuilt from its model config."""
     mc = payload["model_config"]
     backbone_cfg = {**mc["backbone"]}
     if "checkpoint" in backbone_cfg:
-        backbone_cfg["checkpoint"] = None  # the bank file holds the weights
+        backbone_cfg["checkpoint"] = None  # the payload holds the weights
     backbone = backbone_from_config(backbone_cfg, mc["input_size"])
     head = head_from_config(mc["head"], backbone_cfg["embedding_size"], mc["num_classes"])
-    teacher = FrozenTeacher(backbone, head, mc["input_size"], str(bank.root), None, mc)
-    teacher.load_payload(payload, str(bank.root / entry.file))
+    teacher = FrozenTeacher(backbone, head, mc["input_size"], source, None, mc)
+    teacher.load_payload(payload, source)
     return teacher
+
+
+def teacher_from_bank(bank: TeacherBank, entry: BankEntry) -> FrozenTeacher:
+    """Rebuild the teacher of a bank checkpoint from its stored model config and load it."""
+    return _from_payload(bank.load(entry), str(bank.root / entry.file))
+
+
+def teacher_from_run(path: str | Path, key: str) -> FrozenTeacher:
+    """The backbone and margin head of a teacher or student run's Lightning checkpoint, rebuilt
+    from the hyperparameters the run saved (``FaceModule.save_rebuild_spec``); ``key`` is the
+    config key that named the file, for the errors."""
+    payload = load_torch_file(path, key)
+    hp = payload.get("hyper_parameters") if isinstance(payload, dict) else None
+    if (
+        not isinstance(hp, dict)
+        or "state_dict" not in payload
+        or not {"backbone", "head"} <= hp.keys()
+    ):
+        raise ValueError(
+            f"{key}={path}: not the Lightning checkpoint of a teacher or student run (it names "
+            "no backbone and head); give a teacher bank folder or a run's checkpoints/*.ckpt"
+        )
+    state = payload["state_dict"]
+
+    def weights(prefix: str) -> dict[str, torch.Tensor]:
+        return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    model_config = {
+        "backbone": hp["backbone"]["config"],
+        "head": hp["head"]["config"],
+        "input_size": int(hp["backbone"]["input_size"]),
+        "num_classes": int(hp["head"]["num_classes"]),
+    }
+    bank_style = {
+        "model_config": model_config,
+        "backbone": weights("backbone."),
+        "head": weights("head."),
+        "step": payload.get("global_step", 0),
+    }
+    return _from_payload(bank_style, str(path))
 
 
 def teacher_from_file(
@@ -149,11 +249,23 @@ def pick_entry(bank: TeacherBank, index: int) -> BankEntry:
 
 
 def load_teacher(cfg: Any) -> FrozenTeacher:
-    """The teacher named by ``stage.teacher``: exactly one of ``bank`` and ``checkpoint``.
-    Building it draws weights that the loaded ones replace; it does so in a forked random
-    stream, so a student built after it starts from the same draw as one built without it."""
+    """The teacher named by ``stage.teacher``: exactly one of ``bank`` and ``checkpoint``, and a
+    :class:`TeacherEnsemble` with the ``ensemble`` nets where it names some. Building it draws
+    weights that the loaded ones replace; it does so in a forked random stream, so a student
+    built after it starts from the same draw as one built without it."""
     with torch.random.fork_rng(devices=[]):
-        return _load_teacher(cfg)
+        teacher = _load_teacher(cfg)
+        if not cfg.ensemble:
+            return teacher
+        return TeacherEnsemble([teacher] + [_ensemble_member(p, cfg.entry) for p in cfg.ensemble])
+
+
+def _ensemble_member(path: str, entry: int) -> FrozenTeacher:
+    """A teacher bank folder (its checkpoint ``entry``) or a run's Lightning checkpoint."""
+    if Path(path).is_dir():
+        bank = TeacherBank(path)
+        return teacher_from_bank(bank, pick_entry(bank, entry))
+    return teacher_from_run(path, "stage.teacher.ensemble")
 
 
 def _load_teacher(cfg: Any) -> FrozenTeacher:

@@ -28,6 +28,10 @@ class EmbeddingEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.scale = len(members) ** -0.5
 
+    @property
+    def embedding_size(self) -> int:
+        return sum(int(m.embedding_size) for m in self.members)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(m(x), dim=1) for m in self.members], dim=1) * self.scale
 

@@ -195,6 +195,11 @@ class StudentStage(TrainingStage):
         method_cls = KD_METHODS.get(cfg.kd.name)
         method_cls.check_config(cfg)
         spec = cfg.stage.teacher
+        if cfg.stage.init_from_teacher and spec.ensemble:
+            raise ValueError(
+                "stage.init_from_teacher copies one teacher's weights into the student: it "
+                f"cannot start from stage.teacher.ensemble={list(spec.ensemble)}"
+            )
         needed = method_cls.needs_teacher or cfg.stage.init_from_teacher
         given = spec.bank is not None or spec.checkpoint is not None
         teacher = load_teacher(spec) if needed or given else None  # before any data work

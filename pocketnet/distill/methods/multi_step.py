@@ -42,6 +42,15 @@ class MultiStepKD(EmbeddingKD):
 
     Config = MultiStepKDConfig
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        if cfg.stage.teacher.ensemble:
+            raise ValueError(
+                "kd=multi_step swaps one teacher's bank checkpoints as the student trains; "
+                f"stage.teacher.ensemble={list(cfg.stage.teacher.ensemble)} makes a fixed teacher "
+                "(use kd=embedding or kd=soft_target with it)"
+            )
+
     def __init__(self, setup: KDSetup):
         super().__init__(setup)
         if setup.teacher_spec.bank is None:
