@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.distill.teacher_bank import TeacherBank
@@ -508,3 +509,32 @@ def test_a_teacher_ensemble_refuses_what_needs_one_teacher(tmp_path, bank):
     bank_file = bank / TeacherBank(bank).entries()[0].file
     with pytest.raises(SetupError, match=r"not the Lightning checkpoint of a teacher or student"):
         _bad(tmp_path / "d", bank, "kd=soft_target", f"stage.teacher.ensemble=[{bank_file}]")
+    with pytest.raises(SetupError, match=rf"ensemble={bank.parent}: a folder but not a teacher"):
+        _bad(tmp_path / "e", bank, "kd=soft_target", f"stage.teacher.ensemble=[{bank.parent}]")
+    broken = tmp_path / "broken.ckpt"
+    payload = torch.load(ckpt, weights_only=True)
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if "fc" not in k}
+    torch.save(payload, broken)
+    with pytest.raises(SetupError, match=r"broken.ckpt: its model cannot be rebuilt .*Missing key"):
+        _bad(tmp_path / "f", bank, "kd=soft_target", f"stage.teacher.ensemble=[{broken}]")
+
+
+def test_a_teacher_ensemble_refuses_nets_of_other_sizes_or_heads(bank, bank48):
+    from pocketnet.distill.teacher import TeacherEnsemble, load_teacher
+
+    spec = {"bank": str(bank), "checkpoint": None, "entry": 0, "ensemble": [str(bank)]}
+    twice = load_teacher(OmegaConf.create(spec))  # a member bank at the same entry
+    assert [Path(s).name for s, _ in twice.parts] == [TeacherBank(bank).entries()[0].file] * 2
+    one = load_teacher(OmegaConf.create({**spec, "ensemble": []}))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(twice.logits(twice(x)), one.logits(one(x)), atol=1e-3)
+    other = load_teacher(OmegaConf.create({**spec, "bank": str(bank48), "ensemble": []}))
+    with pytest.raises(ValueError, match=r"different input sizes: .* 32 px, .* 48 px"):
+        TeacherEnsemble([one, other])
+    scaled = load_teacher(OmegaConf.create({**spec, "ensemble": []}))
+    scaled.head.s = 30.0
+    with pytest.raises(ValueError, match=r"one class count and cosine scale.*s=30.0"):
+        TeacherEnsemble([one, scaled])
+    scaled.head.normalize = False
+    with pytest.raises(ValueError, match=r"has a softmax head"):
+        TeacherEnsemble([one, scaled])

@@ -42,6 +42,14 @@ def file_signature(path: str | Path) -> list[Any]:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _teacher_key(parts: list[tuple[str, int | None]]) -> dict[str, Any]:
+    """One teacher's file and step; an ensemble's each (a single teacher's keys unchanged)."""
+    if len(parts) == 1:
+        ((source, step),) = parts
+        return {"teacher": file_signature(source), "step": step}
+    return {"teachers": [[file_signature(source), step] for source, step in parts]}
+
+
 class TeacherCache:
     """Per-teacher embedding tables for one training set; :meth:`activate` builds or opens."""
 
@@ -57,7 +65,7 @@ class TeacherCache:
 
     def key(self, teacher: FrozenTeacher) -> str:
         described = {
-            "teacher": [[file_signature(source), step] for source, step in teacher.parts],
+            **_teacher_key(teacher.parts),
             "input_size": teacher.input_size,
             "data": self.data,
             "num_samples": self.num_samples,

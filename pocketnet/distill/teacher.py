@@ -124,17 +124,18 @@ class TeacherEnsemble(FrozenTeacher):
                 + ", ".join(f"{m.source} {m.input_size} px" for m in members)
             )
         heads = [m.head for m in members]
-        with_heads = all(h is not None for h in heads)  # else: embedding KD only
-        if with_heads and len({(m.num_classes, m.head.normalize, m.head.s) for m in members}) > 1:
+        with_heads = all(h is not None for h in heads)  # else (a backbone file): embedding KD
+        softmax = [m.source for m in members if m.head is not None and not m.head.normalize]
+        if softmax:
             raise ValueError(
-                "stage.teacher.ensemble: the teachers' heads must share their identities and "
+                f"stage.teacher.ensemble: {softmax[0]} has a softmax head (head.normalize=false); "
+                "the ensemble averages cosine logits"
+            )
+        if with_heads and len({(m.num_classes, m.head.s) for m in members}) > 1:
+            raise ValueError(
+                "stage.teacher.ensemble: the teachers' heads must have one class count and "
                 "cosine scale to average their logits: "
                 + ", ".join(f"{m.source} {m.num_classes} classes, s={m.head.s}" for m in members)
-            )
-        if with_heads and not first.head.normalize:
-            raise ValueError(
-                f"stage.teacher.ensemble: {first.source} has a softmax head "
-                "(head.normalize=false); the ensemble averages cosine logits"
             )
         backbone = EmbeddingEnsemble([m.backbone for m in members])
         head = None
@@ -207,19 +208,23 @@ def teacher_from_run(path: str | Path, key: str) -> FrozenTeacher:
     def weights(prefix: str) -> dict[str, torch.Tensor]:
         return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
-    model_config = {
-        "backbone": hp["backbone"]["config"],
-        "head": hp["head"]["config"],
-        "input_size": int(hp["backbone"]["input_size"]),
-        "num_classes": int(hp["head"]["num_classes"]),
-    }
-    bank_style = {
-        "model_config": model_config,
-        "backbone": weights("backbone."),
-        "head": weights("head."),
-        "step": payload.get("global_step", 0),
-    }
-    return _from_payload(bank_style, str(path))
+    try:
+        model_config = {
+            "backbone": hp["backbone"]["config"],
+            "head": hp["head"]["config"],
+            "input_size": int(hp["backbone"]["input_size"]),
+            "num_classes": int(hp["head"]["num_classes"]),
+        }
+        bank_style = {
+            "model_config": model_config,
+            "backbone": weights("backbone."),
+            "head": weights("head."),
+            "step": payload.get("global_step", 0),
+        }
+        return _from_payload(bank_style, str(path))
+    except (KeyError, TypeError, RuntimeError) as err:  # another layout, or weights that misfit
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"{key}={path}: its model cannot be rebuilt from it ({detail})") from None
 
 
 def teacher_from_file(
@@ -262,10 +267,18 @@ def load_teacher(cfg: Any) -> FrozenTeacher:
 
 def _ensemble_member(path: str, entry: int) -> FrozenTeacher:
     """A teacher bank folder (its checkpoint ``entry``) or a run's Lightning checkpoint."""
+    key = "stage.teacher.ensemble"
     if Path(path).is_dir():
         bank = TeacherBank(path)
+        if not bank.index_path.is_file():
+            raise ValueError(
+                f"{key}={path}: a folder but not a teacher bank (no {bank.index_path.name}); "
+                "give <teacher run>/teacher_bank or <run>/checkpoints/last.ckpt"
+            )
         return teacher_from_bank(bank, pick_entry(bank, entry))
-    return teacher_from_run(path, "stage.teacher.ensemble")
+    if Path(path).suffix == ".onnx":
+        raise ValueError(f"{key}={path}: an ONNX graph has no class centres; give its run's .ckpt")
+    return teacher_from_run(path, key)
 
 
 def _load_teacher(cfg: Any) -> FrozenTeacher:

@@ -162,6 +162,14 @@ class StudentStage(TrainingStage):
 
     def run(self, cfg: DictConfig) -> RunResult:
         spec = cfg.stage.teacher
+        if spec.ensemble and cfg.stage.init_from_teacher:  # before a shared teacher trains
+            raise SetupError(
+                "stage.init_from_teacher copies one teacher's weights into the student: it "
+                f"cannot start from stage.teacher.ensemble={list(spec.ensemble)}"
+            )
+        for member in spec.ensemble:
+            if not Path(member).exists():
+                raise SetupError(f"stage.teacher.ensemble={member}: no such file or folder")
         if spec.train is None:
             return super().run(cfg)
         if spec.bank is not None or spec.checkpoint is not None:
@@ -195,11 +203,6 @@ class StudentStage(TrainingStage):
         method_cls = KD_METHODS.get(cfg.kd.name)
         method_cls.check_config(cfg)
         spec = cfg.stage.teacher
-        if cfg.stage.init_from_teacher and spec.ensemble:
-            raise ValueError(
-                "stage.init_from_teacher copies one teacher's weights into the student: it "
-                f"cannot start from stage.teacher.ensemble={list(spec.ensemble)}"
-            )
         needed = method_cls.needs_teacher or cfg.stage.init_from_teacher
         given = spec.bank is not None or spec.checkpoint is not None
         teacher = load_teacher(spec) if needed or given else None  # before any data work
