@@ -494,6 +494,19 @@ def test_a_student_learns_from_a_teacher_ensemble(tmp_path, bank):
     # embedding KD matches the 64-d concatenation: a 32-d student needs a projection
     with pytest.raises(SetupError, match=r"student embeds in 32-d.*in 64-d"):
         _bad(tmp_path / "e", bank, "kd=embedding", f"stage.teacher.ensemble=[{ckpt}]")
+    cached = _student(
+        tmp_path / "c",
+        bank,
+        "kd=embedding",
+        "kd.projection=true",
+        "kd.cache=true",
+        f"stage.teacher.ensemble=[{ckpt}]",
+    )
+    _, module, dm, _ = _setup(cached, Path(cached.paths.output_dir))
+    module.activate_cache()
+    assert module.cache.table.shape == (len(dm.train_set), 2, 64)
+    x = dm.transform(dm.train_set.__getitems__([0, 1])[0])
+    assert torch.allclose(module.cache.lookup(torch.tensor([0, 2])), module.teacher(x), atol=1e-5)
 
 
 def test_a_teacher_ensemble_refuses_what_needs_one_teacher(tmp_path, bank):
