@@ -551,3 +551,24 @@ def test_a_teacher_ensemble_refuses_nets_of_other_sizes_or_heads(bank, bank48):
     scaled.head.normalize = False
     with pytest.raises(ValueError, match=r"has a softmax head"):
         TeacherEnsemble([one, scaled])
+    assert one.color == "rgb"  # from the teacher run's config.yaml beside its bank
+    swapped = load_teacher(OmegaConf.create({**spec, "ensemble": []}))
+    swapped.color = "bgr"
+    with pytest.raises(ValueError, match=r"different colour orders: .* rgb, .* bgr"):
+        TeacherEnsemble([one, swapped])
+
+
+def test_a_teacher_of_another_colour_order_is_refused(tmp_path, bank):
+    """The teacher sees the student's images: a bank or run checkpoint whose run trained on
+    the other channel order would see them swapped."""
+    with pytest.raises(SetupError, match=r"trained on rgb images but data.color=bgr"):
+        _bad(tmp_path / "a", bank, "kd=embedding", "data.color=bgr")
+    ckpt = bank.parent / "checkpoints" / "last.ckpt"
+    with pytest.raises(SetupError, match=r"trained on rgb images but data.color=bgr"):
+        _bad(
+            tmp_path / "b",
+            bank,
+            "kd=soft_target",
+            f"stage.teacher.ensemble=[{ckpt}]",
+            "data.color=bgr",
+        )

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
@@ -56,6 +57,7 @@ class FrozenTeacher(nn.Module):
         self.source = source
         self.step = step
         self.model_config = model_config
+        self.color: str | None = None  # the colour order it was trained on, where its run says
         self.requires_grad_(False)
         self.eval()
         backbone.to(memory_format=torch.channels_last)
@@ -145,8 +147,15 @@ class TeacherEnsemble(FrozenTeacher):
             centres = [F.normalize(h.weight.float(), dim=1) for h in heads]
             with torch.no_grad():
                 head.weight.copy_(torch.cat(centres, dim=1))
+        colors = {m.color for m in members} - {None}
+        if len(colors) > 1:
+            raise ValueError(
+                "stage.teacher.ensemble: the teachers were trained on different colour orders: "
+                + ", ".join(f"{m.source} {m.color}" for m in members if m.color)
+            )
         super().__init__(backbone, head, first.input_size, " + ".join(m.source for m in members))
         self.members = [(m.source, m.step) for m in members]
+        self.color = colors.pop() if colors else None
 
     @property
     def parts(self) -> list[tuple[str, int | None]]:
@@ -183,9 +192,20 @@ def _from_payload(payload: dict[str, Any], source: str) -> FrozenTeacher:
     return teacher
 
 
+def run_color(run_dir: Path) -> str | None:
+    """``data.color`` of the run whose folder is ``run_dir`` (None without its config.yaml)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    color = OmegaConf.select(OmegaConf.load(path), "data.color", default=None)
+    return None if color is None else str(color)
+
+
 def teacher_from_bank(bank: TeacherBank, entry: BankEntry) -> FrozenTeacher:
     """Rebuild the teacher of a bank checkpoint from its stored model config and load it."""
-    return _from_payload(bank.load(entry), str(bank.root / entry.file))
+    teacher = _from_payload(bank.load(entry), str(bank.root / entry.file))
+    teacher.color = run_color(bank.root.parent)
+    return teacher
 
 
 def teacher_from_run(path: str | Path, key: str) -> FrozenTeacher:
@@ -221,10 +241,12 @@ def teacher_from_run(path: str | Path, key: str) -> FrozenTeacher:
             "head": weights("head."),
             "step": payload.get("global_step", 0),
         }
-        return _from_payload(bank_style, str(path))
+        teacher = _from_payload(bank_style, str(path))
     except (KeyError, TypeError, RuntimeError) as err:  # another layout, or weights that misfit
         detail = " ".join(str(err).split())[:300]
         raise ValueError(f"{key}={path}: its model cannot be rebuilt from it ({detail})") from None
+    teacher.color = run_color(Path(path).parent.parent)
+    return teacher
 
 
 def teacher_from_file(

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from pocketnet.config.schema import Color
 from pocketnet.data.datamodule import FaceBatch
 from pocketnet.distill.cache import TeacherCache
 from pocketnet.distill.methods import KD_METHODS, KDContext, KDMethod, KDSetup
@@ -215,6 +216,13 @@ class StudentStage(TrainingStage):
                     f"data.resolution={cfg.data.resolution}: the teacher sees the data's "
                     "resolution (set data.resolution="
                     f"{teacher.input_size}; the student's is resolution=r64 etc.)"
+                )
+            color = Color(cfg.data.color).value
+            if teacher.color is not None and teacher.color != color:
+                raise ValueError(
+                    f"the teacher {teacher.source} was trained on {teacher.color} images but "
+                    f"data.color={color}: it would see the channels swapped (set "
+                    f"data.color={teacher.color})"
                 )
         datamodule, backbone, head = face_model(cfg, self.input_size(cfg))
         if cfg.stage.init_from_teacher:
