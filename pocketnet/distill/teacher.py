@@ -1,4 +1,5 @@
-"""The frozen teacher of the student stage, from a teacher bank or a backbone file.
+"""The frozen teacher of the student stage, from a teacher bank, a run's Lightning checkpoint
+or a backbone file, or several of them as one (:class:`TeacherEnsemble`: multi-teacher KD).
 
 The teacher is always in eval mode, never needs gradients and is not a registered submodule of
 the student (so it is outside the optimizer and outside student checkpoints; its ``source`` and
@@ -20,10 +21,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
-from pocketnet.models.ensemble import EmbeddingEnsemble
+from pocketnet.models.ensemble import EmbeddingEnsemble, check_members
 from pocketnet.models.factory import backbone_from_config, head_from_config
 from pocketnet.models.heads import MarginHead
 from pocketnet.models.inference import inputs_channels_last
+from pocketnet.run_folder import RUN_CONFIG, run_folder_of
 from pocketnet.untrusted import load_torch_file
 
 __all__ = [
@@ -120,11 +122,8 @@ class TeacherEnsemble(FrozenTeacher):
 
     def __init__(self, members: Sequence[FrozenTeacher]):
         first = members[0]
-        if len({m.input_size for m in members}) > 1:
-            raise ValueError(
-                "stage.teacher.ensemble: the teachers take different input sizes: "
-                + ", ".join(f"{m.source} {m.input_size} px" for m in members)
-            )
+        described = [(m.source, m.input_size, m.color) for m in members]
+        check_members(described, "stage.teacher.ensemble: the teachers")
         heads = [m.head for m in members]
         with_heads = all(h is not None for h in heads)  # else (a backbone file): embedding KD
         softmax = [m.source for m in members if m.head is not None and not m.head.normalize]
@@ -147,19 +146,13 @@ class TeacherEnsemble(FrozenTeacher):
             centres = [F.normalize(h.weight.float(), dim=1) for h in heads]
             with torch.no_grad():
                 head.weight.copy_(torch.cat(centres, dim=1))
-        colors = {m.color for m in members} - {None}
-        if len(colors) > 1:
-            raise ValueError(
-                "stage.teacher.ensemble: the teachers were trained on different colour orders: "
-                + ", ".join(f"{m.source} {m.color}" for m in members if m.color)
-            )
         super().__init__(backbone, head, first.input_size, " + ".join(m.source for m in members))
-        self.members = [(m.source, m.step) for m in members]
-        self.color = colors.pop() if colors else None
+        self._parts = [(m.source, m.step) for m in members]
+        self.color = next((m.color for m in members if m.color), None)
 
     @property
     def parts(self) -> list[tuple[str, int | None]]:
-        return list(self.members)
+        return list(self._parts)
 
     def check_same_model(self, payload: dict[str, Any], source: str) -> None:
         raise ValueError(
@@ -192,12 +185,11 @@ def _from_payload(payload: dict[str, Any], source: str) -> FrozenTeacher:
     return teacher
 
 
-def run_color(run_dir: Path) -> str | None:
+def run_color(run_dir: Path | None) -> str | None:
     """``data.color`` of the run whose folder is ``run_dir`` (None without its config.yaml)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    if run_dir is None or not (run_dir / RUN_CONFIG).is_file():
         return None
-    color = OmegaConf.select(OmegaConf.load(path), "data.color", default=None)
+    color = OmegaConf.select(OmegaConf.load(run_dir / RUN_CONFIG), "data.color", default=None)
     return None if color is None else str(color)
 
 
@@ -245,7 +237,7 @@ def teacher_from_run(path: str | Path, key: str) -> FrozenTeacher:
     except (KeyError, TypeError, RuntimeError) as err:  # another layout, or weights that misfit
         detail = " ".join(str(err).split())[:300]
         raise ValueError(f"{key}={path}: its model cannot be rebuilt from it ({detail})") from None
-    teacher.color = run_color(Path(path).parent.parent)
+    teacher.color = run_color(run_folder_of(path))
     return teacher
 
 

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pocketnet.models.ensemble import EmbeddingEnsemble
+from pocketnet.models.ensemble import EmbeddingEnsemble, check_members
 from pocketnet.models.factory import backbone_from_config, plain_dict
 from pocketnet.stages.stage import STAGES
 from pocketnet.untrusted import load_torch_file, strip_wrappers
@@ -178,19 +178,12 @@ def load_ensemble(
     members = [
         load_model(path, backbone, input_size, key) for key, path in zip(keys, paths, strict=True)
     ]
-    sizes = {m.input_size for m in members}
-    if len(sizes) > 1:
-        raise ValueError(
-            "ensemble members take different input sizes: "
-            + ", ".join(f"{m.source} {m.input_size} px" for m in members)
-        )
     runs = [m.run_config for m in members if m.run_config is not None]
-    colours = {str(run.data.color) for run in runs}
-    if len(colours) > 1:
-        raise ValueError(
-            "ensemble members were trained on different colour orders: "
-            + ", ".join(f"{m.source} {m.run_config.data.color}" for m in members if m.run_config)
-        )
+    colors = [None if m.run_config is None else str(m.run_config.data.color) for m in members]
+    check_members(
+        [(m.source, m.input_size, c) for m, c in zip(members, colors, strict=True)],
+        "ensemble members",
+    )
     ensemble = EmbeddingEnsemble([m.backbone for m in members]).eval()
     name = "ensemble of " + " + ".join(m.name for m in members)
     source = " + ".join(m.source for m in members)

@@ -17,7 +17,7 @@ from torch import nn
 
 from pocketnet.models.fold import fold_batchnorm
 
-__all__ = ["EmbeddingEnsemble"]
+__all__ = ["EmbeddingEnsemble", "check_members"]
 
 
 class EmbeddingEnsemble(nn.Module):
@@ -39,3 +39,19 @@ class EmbeddingEnsemble(nn.Module):
         """Each member's BatchNorms folded by its own graph (one that does not trace falls back
         alone), :func:`pocketnet.models.fold.fold_batchnorm`."""
         return sum(fold_batchnorm(m) for m in self.members)
+
+
+def check_members(members: Sequence[tuple[str, int, str | None]], what: str) -> None:
+    """Nets of one ensemble, each ``(source, input size, colour order or None where unknown)``,
+    must take one input size and, where known, have trained on one colour order; the errors
+    start with ``what`` (who they are)."""
+    if len({size for _, size, _ in members}) > 1:
+        raise ValueError(
+            f"{what} take different input sizes: "
+            + ", ".join(f"{source} {size} px" for source, size, _ in members)
+        )
+    if len({color for *_, color in members} - {None}) > 1:
+        raise ValueError(
+            f"{what} were trained on different colour orders: "
+            + ", ".join(f"{source} {color}" for source, _, color in members if color)
+        )
