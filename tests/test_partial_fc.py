@@ -118,9 +118,11 @@ def test_two_processes_hold_half_the_centres_and_agree_with_one(tmp_path, margin
         start, stop = shard_range(7, r, world)
         assert got["w"].shape == (stop - start, 8)  # this process's centres only
         torch.testing.assert_close(got["loss"], loss.detach())
-        torch.testing.assert_close(got["w"], plain.weight.grad[start:stop])
+        # float32 sums in another order than one process's: gradients agree to 1e-5 relative
+        tol = {"rtol": 1e-5, "atol": 1e-5}
+        torch.testing.assert_close(got["w"], plain.weight.grad[start:stop], **tol)
         # DDP averages the backbone gradients: the average of world x the slice is the slice
-        torch.testing.assert_close(got["x"] / world, x.grad[r * 3 : (r + 1) * 3])
+        torch.testing.assert_close(got["x"] / world, x.grad[r * 3 : (r + 1) * 3], **tol)
         torch.testing.assert_close(got["all"], plain.weight.detach())
 
 
