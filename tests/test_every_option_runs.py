@@ -142,9 +142,11 @@ def test_every_resolution(tmp_path, bank, resolution):
 
 
 LARGE = ("iresnet50", "iresnet100", "resnet50")  # 44-75 M params: their runs are slow tests
+# at debug=fast's 32-d embedding these build the same nets as pocketnet_{s,m}_128: slow tests
+SAME_AT_32D = ("pocketnet_s_256", "pocketnet_m_256")
 
 
-@pytest.mark.parametrize("backbone", map(_slow_for(*LARGE), options("backbone")))
+@pytest.mark.parametrize("backbone", map(_slow_for(*LARGE, *SAME_AT_32D), options("backbone")))
 def test_every_backbone(tmp_path, backbone):
     no_files = ["stage.bank.enabled=false", "callbacks.checkpoint=null"]  # tested elsewhere
     cfg = compose_run(tmp_path, [*TINY, f"backbone={backbone}", *no_files])
