@@ -150,6 +150,12 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _value(text: str) -> str:
+    """An override's value as a sweep writes it: Hydra reads ``true``, ``True`` and ``TRUE`` as one
+    bool, so a run started by hand with ``x=false`` groups with a sweep's ``x=False``."""
+    return text.capitalize() if text.lower() in ("true", "false") else text
+
+
 def _natural(path: Path) -> list[list[str | int]]:
     """Sort key for run folders: 2 before 10, T2 before T16 (each part's digit runs as numbers;
     ``re.split`` keeps them at the odd places, so the keys compare)."""
@@ -202,7 +208,7 @@ def _load_run(root: Path, folder: Path) -> list[Run] | str:
         overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
     except (ValueError, TypeError, yaml.YAMLError) as err:
         return f"{folder}: unreadable ({err}); left out"
-    keys = {_key(o): o.split("=", 1)[1] if "=" in o else "" for o in overrides}
+    keys = {_key(o): _value(o.split("=", 1)[1]) if "=" in o else "" for o in overrides}
     own = _own_folder(folder) if "ckpt_path" in keys else None
     keys = {k: v for k, v in keys.items() if _trains(k, v, own)}
     name = str(folder.relative_to(root))

@@ -324,3 +324,16 @@ def test_a_run_resumed_from_its_own_checkpoint_groups_with_the_runs_run_in_one_g
     overrides.write_text(f"{text}- ckpt_path={sibling}\n")
     runs, _ = collect_runs(root)  # another run's checkpoint: another training
     assert len(group_runs(runs, swept_keys(root, runs), over=["seed"])) == 2
+
+
+def test_a_bool_override_spelled_by_hand_groups_with_the_sweeps_spelling(sweep, tmp_path):
+    """``x=false`` typed by hand and ``x=False`` written by a sweep are one setting."""
+    root = tmp_path / "sweep"
+    for run, spelling in (("0", "False"), ("1", "false")):  # seeds 1 and 2 of one group
+        shutil.copytree(sweep / run, root / run)
+        overrides = root / run / ".hydra" / "overrides.yaml"
+        overrides.write_text(f"{overrides.read_text()}- stage.bank.enabled={spelling}\n")
+    runs, _ = collect_runs(root)
+    assert {r.overrides["stage.bank.enabled"] for r in runs} == {"False"}
+    (group,) = group_runs(runs, swept_keys(root, runs), over=["seed"])
+    assert [r.name for r in group.runs] == ["0", "1"]
