@@ -179,11 +179,11 @@ def load_ensemble(
         load_model(path, backbone, input_size, key) for key, path in zip(keys, paths, strict=True)
     ]
     runs = [m.run_config for m in members if m.run_config is not None]
-    colors = [None if m.run_config is None else str(m.run_config.data.color) for m in members]
-    check_members(
-        [(m.source, m.input_size, c) for m, c in zip(members, colors, strict=True)],
-        "ensemble members",
-    )
+    described = [
+        (m.source, m.input_size, None if m.run_config is None else str(m.run_config.data.color))
+        for m in members
+    ]
+    check_members(described, "ensemble members")
     ensemble = EmbeddingEnsemble([m.backbone for m in members]).eval()
     name = "ensemble of " + " + ".join(m.name for m in members)
     source = " + ".join(m.source for m in members)
