@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,10 @@ from pocketnet.config.compose import CONF_DIR
 from pocketnet.config.compose import compose as compose_config
 from pocketnet.config.store import register_configs
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # ``pytest -n <cores>`` (nox -s tests): one torch thread a worker, in its subprocesses too;
+    # more would only contend for the cores the other workers use
+    os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 register_configs()
@@ -45,6 +50,25 @@ def compose_run(
         cfg.paths.log_dir = str(tmp_path / "logs")
         del cfg.hydra
     return cfg
+
+
+def pocketnet_command(cwd: Path, args: list[str], command: str = "pocketnet") -> int:
+    """``<command> <args>`` (``pocketnet`` or ``pocketnet-eval``) run in ``cwd`` as a user
+    would, but in this process (Hydra's own launch, a ``-m`` sweep's jobs one after the other):
+    no second interpreter to start. Its exit code."""
+    from pocketnet import cli
+
+    main = {"pocketnet": cli.main, "pocketnet-eval": cli.eval_main}[command]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", [command, *args])
+        patch.delenv("POCKETNET_ROOT", raising=False)  # runs land under the working directory
+        patch.delenv("POCKETNET_CACHE", raising=False)
+        try:
+            main()
+        except SystemExit as stop:
+            return stop.code or 0
+    return 0
 
 
 @pytest.fixture

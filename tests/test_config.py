@@ -1,7 +1,5 @@
 """Every config composes; mistakes fail at start with the key and what is valid."""
 
-import os
-import subprocess
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,7 +12,7 @@ from pocketnet.config.checks import ConfigError, check_overrides
 from pocketnet.config.compose import CONF_DIR
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
-from tests.conftest import compose_run
+from tests.conftest import compose_run, pocketnet_command
 
 GROUPS = sorted(
     p.name
@@ -173,18 +171,11 @@ def test_every_option_of_a_group_sweep_is_checked_and_interval_keys_too():
         check_overrides(["stage.optimizer.lr=interval(-0.1,0.1)"])
 
 
-def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "pocketnet", "trainer.max_epoch=3"],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "POCKETNET_ROOT"},  # logs/ would be there
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "unknown config key 'trainer.max_epoch'" in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
+def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+    assert pocketnet_command(tmp_path, ["trainer.max_epoch=3"]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown config key 'trainer.max_epoch'" in err
+    assert "Traceback" not in out + err
     assert not (tmp_path / "logs").exists()
 
 

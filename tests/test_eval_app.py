@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ from pocketnet.models.ensemble import EmbeddingEnsemble
 from pocketnet.models.factory import backbone_from_config
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
-from tests.conftest import LFW_DEV, compose_run
+from tests.conftest import LFW_DEV, compose_run, pocketnet_command
 
 TEACHER = [
     "stage=teacher",
@@ -322,39 +320,18 @@ def test_eval_errors_name_the_file_and_the_fix(teacher_run, tmp_path, overrides,
         _eval(tmp_path, overrides)
 
 
-def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from pocketnet.cli import eval_main; eval_main()",
-            "ckpt_path=/no/such.ckpt",
-            f"paths.root_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == "error: ckpt_path=/no/such.ckpt: no such file"
+def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    args = ["ckpt_path=/no/such.ckpt", f"paths.root_dir={tmp_path}"]
+    assert pocketnet_command(tmp_path, args, "pocketnet-eval") == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "error: ckpt_path=/no/such.ckpt: no such file"
+    assert "Traceback" not in err
 
 
 def test_eval_cli_writes_into_the_run_folder_of_its_checkpoint(teacher_run, tmp_path):
     ckpt = teacher_run / "checkpoints" / "last.ckpt"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from pocketnet.cli import eval_main; eval_main()",
-            f"ckpt_path={ckpt}",
-            "eval.practical=false",
-            f"paths.root_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = [f"ckpt_path={ckpt}", "eval.practical=false", f"paths.root_dir={tmp_path}"]
+    assert pocketnet_command(tmp_path, args, "pocketnet-eval") == 0
     (out,) = (teacher_run / "eval").iterdir()
     assert (out / "metrics.json").is_file() and (out / "roc_synthetic.png").is_file()
     assert not (tmp_path / "logs").exists()

@@ -144,9 +144,14 @@ def test_every_resolution(tmp_path, bank, resolution):
 LARGE = ("iresnet50", "iresnet100", "resnet50")  # 44-75 M params: their runs are slow tests
 # at debug=fast's 32-d embedding these build the same nets as pocketnet_{s,m}_128: slow tests
 SAME_AT_32D = ("pocketnet_s_256", "pocketnet_m_256")
+# a wider or deeper size of a net whose other size runs here (their nets are built and their
+# sizes pinned in test_pocketnet_arch, test_mixfacenet, test_edgeface, test_backbone): slow tests
+OTHER_SIZE = ("pocketnet_m_128", "mixfacenet_s", "edgeface_s_gamma_05", "resnet18")
 
 
-@pytest.mark.parametrize("backbone", map(_slow_for(*LARGE, *SAME_AT_32D), options("backbone")))
+@pytest.mark.parametrize(
+    "backbone", map(_slow_for(*LARGE, *SAME_AT_32D, *OTHER_SIZE), options("backbone"))
+)
 def test_every_backbone(tmp_path, backbone):
     no_files = ["stage.bank.enabled=false", "callbacks.checkpoint=null"]  # tested elsewhere
     cfg = compose_run(tmp_path, [*TINY, f"backbone={backbone}", *no_files])

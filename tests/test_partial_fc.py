@@ -144,7 +144,13 @@ def test_a_teacher_trains_with_sampled_centres_and_reloads(tmp_path):
     from pocketnet.stages.teacher import TeacherModule
     from tests.conftest import compose_run
 
-    fast = ["stage=teacher", "debug=fast", "data=tiny", "print_config=false"]
+    fast = [
+        "stage=teacher",
+        "backbone=resnet18_tiny",
+        "debug=fast",
+        "data=tiny",
+        "print_config=false",
+    ]
     cfg = compose_run(tmp_path, [*fast, "head=cosface", "head.sample_rate=0.25"])
     run(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:

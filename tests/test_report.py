@@ -9,7 +9,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from pocketnet.report import (
     swept_keys,
 )
 from pocketnet.results import load_results
+from tests.conftest import pocketnet_command
 
 BIN = Path(sys.executable).parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -61,14 +61,7 @@ SWEEP = [
 def sweep(tmp_path_factory) -> Path:
     """The multirun folder of a real ``pocketnet -m`` sweep (8 runs)."""
     root = tmp_path_factory.mktemp("sweep")
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    env.pop("POCKETNET_ROOT", None)  # runs land under the working directory, as for a user
-    env.pop("POCKETNET_CACHE", None)
-    cmd = [str(BIN / "pocketnet"), "-m", *SWEEP]
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    print(f"multirun: {time.perf_counter() - start:.1f} s")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert pocketnet_command(root, ["-m", *SWEEP]) == 0
     (folder,) = (root / "logs" / "teacher" / "multiruns").iterdir()
     return folder
 
@@ -264,13 +257,10 @@ def test_unfinished_run_is_warned_about_and_left_out_and_wandb_gets_the_tables(
 
 
 def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    env.pop("POCKETNET_ROOT", None)
-    env.pop("POCKETNET_CACHE", None)
-    cmd = [
-        str(BIN / "pocketnet"),
+    pipelines = [
         "-m",
         "stage=pipeline",
+        "backbone=resnet18_tiny",
         "kd=embedding",
         "debug=fast",
         "data=tiny",
@@ -279,8 +269,7 @@ def test_a_pipeline_sweep_reports_each_sub_run_over_the_seeds(tmp_path):
         "print_config=false",
         "callbacks.progress.rich=false",
     ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert pocketnet_command(tmp_path, pipelines) == 0
     (sweep,) = (tmp_path / "logs" / "pipeline" / "multiruns").iterdir()
     main([str(sweep)])
     assert (sweep / "report.md").read_text().startswith(f"# Report: {sweep}\n")

@@ -16,7 +16,7 @@ from pocketnet.distill.teacher_bank import BankEntry, TeacherBank
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.untrusted import UnsafeFileError, load_torch_file
-from tests.conftest import compose_run
+from tests.conftest import compose_run, pocketnet_command
 
 BIN = Path(sys.executable).parent
 FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
@@ -52,19 +52,14 @@ def test_an_unsafe_file_is_refused_without_running_it(evil):
     assert not marker.exists()
 
 
-def test_pocketnet_eval_refuses_it_in_one_line(evil, tmp_path):
+def test_pocketnet_eval_refuses_it_in_one_line(evil, tmp_path, capsys):
     path, marker = evil
-    done = subprocess.run(
-        [str(BIN / "pocketnet-eval"), f"ckpt_path={path}", "backbone=iresnet18", "input_size=32"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert "refused as unsafe" in lines[-1] and "Traceback" not in done.stderr
-    assert "does not fit" not in done.stderr
+    args = [f"ckpt_path={path}", "backbone=iresnet18", "input_size=32"]
+    assert pocketnet_command(tmp_path, args, "pocketnet-eval") == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "refused as unsafe" in lines[-1] and "Traceback" not in err
+    assert "does not fit" not in err
     assert not marker.exists()
 
 
