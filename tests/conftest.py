@@ -25,6 +25,8 @@ register_configs()
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 LFW_DEV = SHARED / "data" / "lfw-dev"
+# a teacher run of seconds: a tiny net on tiny synthetic faces
+TINY_TEACHER = ["stage=teacher", "backbone=resnet18_tiny", "debug=fast", "data=tiny"]
 
 
 def compose_run(

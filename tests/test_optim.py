@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from pocketnet.run import run
 from pocketnet.runtime import SetupError
 from pocketnet.stages.optim import build_optimizer, build_target_scheduler, lr_factor_fn
-from tests.conftest import compose_run
+from tests.conftest import TINY_TEACHER, compose_run
 
 
 def _cfg(**kw):
@@ -78,13 +78,7 @@ def test_a_fused_optimizer_takes_the_same_steps(name):
 
 def _logged_lrs(tmp_path, optimizer: str, *overrides: str):
     """A fast teacher run's config and the lr its ``optimizer`` had at each logged step."""
-    fast = [
-        "stage=teacher",
-        "backbone=resnet18_tiny",
-        "debug=fast",
-        "data=tiny",
-        "print_config=false",
-    ]
+    fast = [*TINY_TEACHER, "print_config=false"]
     cfg = compose_run(tmp_path, [*fast, *overrides])
     run(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
@@ -160,13 +154,7 @@ def test_a_bad_scheduler_argument_names_the_class():
 
 
 def test_fused_trains_and_is_refused_where_lightning_cannot_clip_it(tmp_path):
-    fast = [
-        "stage=teacher",
-        "backbone=resnet18_tiny",
-        "debug=fast",
-        "data=tiny",
-        "print_config=false",
-    ]
+    fast = [*TINY_TEACHER, "print_config=false"]
     cfg = compose_run(tmp_path / "a", [*fast, "stage.optimizer.fused=true"])
     run(cfg)
     saved = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)

@@ -142,15 +142,9 @@ def test_a_teacher_trains_with_sampled_centres_and_reloads(tmp_path):
     of the batch of 16), then load_from_checkpoint rebuilds the Partial FC head."""
     from pocketnet.run import run
     from pocketnet.stages.teacher import TeacherModule
-    from tests.conftest import compose_run
+    from tests.conftest import TINY_TEACHER, compose_run
 
-    fast = [
-        "stage=teacher",
-        "backbone=resnet18_tiny",
-        "debug=fast",
-        "data=tiny",
-        "print_config=false",
-    ]
+    fast = [*TINY_TEACHER, "print_config=false"]
     cfg = compose_run(tmp_path, [*fast, "head=cosface", "head.sample_rate=0.25"])
     run(cfg)
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
