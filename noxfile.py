@@ -58,7 +58,8 @@ def shared(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]
 def tests(session: nox.Session) -> None:
     """The default suite (< 10 minutes on 2 CPU cores): one worker a core, each test file on
     one worker (its module fixtures made once)."""
-    workers = ["-n", "logical", "--dist", "loadfile"]
+    cores = min(len(os.sched_getaffinity(0)), 8)  # the cores this job may use; each worker ~2 GB
+    workers = ["-n", str(cores), "--dist", "loadfile"]
     session.run(_bin("pytest"), "-q", *workers, *session.posargs, success_codes=[0, 5])
 
 

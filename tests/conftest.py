@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -61,6 +62,8 @@ def pocketnet_command(cwd: Path, args: list[str], command: str = "pocketnet") ->
     from pocketnet import cli
 
     main = {"pocketnet": cli.main, "pocketnet-eval": cli.eval_main}[command]
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra sets up the job's logging
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(cwd)
         patch.setattr(sys, "argv", [command, *args])
@@ -70,6 +73,12 @@ def pocketnet_command(cwd: Path, args: list[str], command: str = "pocketnet") ->
             main()
         except SystemExit as stop:
             return stop.code or 0
+        finally:
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()
+            root.handlers[:] = handlers
+            root.setLevel(level)
     return 0
 
 

@@ -171,9 +171,9 @@ def test_every_option_of_a_group_sweep_is_checked_and_interval_keys_too():
         check_overrides(["stage.optimizer.lr=interval(-0.1,0.1)"])
 
 
-def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path, capsys):
+def test_cli_typo_exits_2_with_one_line_and_no_traceback(tmp_path, capfd):
     assert pocketnet_command(tmp_path, ["trainer.max_epoch=3"]) == 2
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     assert "unknown config key 'trainer.max_epoch'" in err
     assert "Traceback" not in out + err
     assert not (tmp_path / "logs").exists()

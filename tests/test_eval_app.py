@@ -320,10 +320,10 @@ def test_eval_errors_name_the_file_and_the_fix(teacher_run, tmp_path, overrides,
         _eval(tmp_path, overrides)
 
 
-def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+def test_eval_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capfd):
     args = ["ckpt_path=/no/such.ckpt", f"paths.root_dir={tmp_path}"]
     assert pocketnet_command(tmp_path, args, "pocketnet-eval") == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.strip().splitlines()[-1] == "error: ckpt_path=/no/such.ckpt: no such file"
     assert "Traceback" not in err
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -98,26 +99,42 @@ def test_other_commands_answer_without_torch(entry, args, expect):
     assert expect in done["out"] and done["heavy"] == []
 
 
-@pytest.mark.parametrize("order", ["pocketnet, timm", "timm, pocketnet"])
-def test_the_face_nets_register_with_timm_in_either_order(order):
-    """Also after an availability check of timm (``find_spec``), which must not use the
-    hook-up that registers them."""
+@pytest.mark.parametrize("first,then", [("pocketnet", "timm"), ("timm", "pocketnet")])
+def test_the_face_nets_register_with_timm_in_either_order(first, then):
+    """pocketnet first: an availability check of timm (``find_spec``) before timm's import
+    must not use up the hook-up that registers the nets."""
     done = _run(
         f"""
-        import importlib.util, json, sys
-        import {order}
+        import importlib.util, json
+        import {first}
         assert importlib.util.find_spec("timm") is not None
+        import {then}
         import timm
         name = type(timm.create_model("mobilefacenet")).__name__
         pkg = timm.__spec__.loader.is_package("timm")
         print(json.dumps({{"name": name, "pkg": pkg, "listed": timm.list_models("pocketnet_s*")}}))
         """
     )
-    assert done == {
-        "name": "MobileFaceNet",
-        "pkg": True,
-        "listed": ["pocketnet_s_128", "pocketnet_s_256"],
-    }
+    listed = ["pocketnet_s_128", "pocketnet_s_256"]
+    assert done == {"name": "MobileFaceNet", "pkg": True, "listed": listed}
+
+
+def test_the_console_scripts_are_installed():
+    """The programs a user types (the other tests call their functions)."""
+    for program, expect in (
+        ("pocketnet", "conf/config.yaml"),
+        ("pocketnet-eval", "conf/eval.yaml"),
+        ("pocketnet-export", "conf/export.yaml"),
+        ("pocketnet-report", "usage: pocketnet-report"),
+        ("pocketnet-data", "usage: pocketnet-data"),
+    ):
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / program), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and expect in done.stdout, program
 
 
 def test_importing_pocketnet_loads_neither_torch_nor_timm():

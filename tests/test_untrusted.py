@@ -52,11 +52,11 @@ def test_an_unsafe_file_is_refused_without_running_it(evil):
     assert not marker.exists()
 
 
-def test_pocketnet_eval_refuses_it_in_one_line(evil, tmp_path, capsys):
+def test_pocketnet_eval_refuses_it_in_one_line(evil, tmp_path, capfd):
     path, marker = evil
     args = [f"ckpt_path={path}", "backbone=iresnet18", "input_size=32"]
     assert pocketnet_command(tmp_path, args, "pocketnet-eval") == 2
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     lines = err.strip().splitlines()
     assert "refused as unsafe" in lines[-1] and "Traceback" not in err
     assert "does not fit" not in err
