@@ -214,35 +214,25 @@ def test_bare_pocketnet_is_the_quickstart_and_any_override_is_neutral(
     assert ("running the quickstart (experiment=quickstart)" in notice) == quickstart
 
 
-def _cli(monkeypatch, capsys, *args: str, main: str = "main") -> tuple[int, str]:
-    from pocketnet import cli
-
-    monkeypatch.setattr(sys, "argv", ["pocketnet", *args])
-    code = 0
-    try:
-        getattr(cli, main)()
-    except SystemExit as stop:
-        code = stop.code or 0
-    return code, capsys.readouterr().out
-
-
-def test_version_help_and_resolved_config(monkeypatch, capsys, tmp_path):
+def test_version_help_and_resolved_config(capsys, tmp_path):
     from pocketnet import __version__
 
-    monkeypatch.chdir(tmp_path)
-    code, out = _cli(monkeypatch, capsys, "--version")
+    def _cli(*args: str, command: str = "pocketnet") -> tuple[int, str]:
+        return pocketnet_command(tmp_path, list(args), command), capsys.readouterr().out
+
+    code, out = _cli("--version")
     assert code == 0 and out.startswith(f"pocketnet {__version__} (hydra-core 1.3")
 
-    code, out = _cli(monkeypatch, capsys, "--help")
+    code, out = _cli("--help")
     groups = out.split("== Config groups (group=option) ==")[1].split("== Config")[0]
     assert "schema" not in groups
     kd_options = "adadistill, adversarial, ekd, embedding, multi_step, none, rkd"
     assert f"kd                         {kd_options}" in groups
     assert "optimizer@stage.optimizer  adamw, sgd" in groups
-    code, out = _cli(monkeypatch, capsys, "--help", main="eval_main")
+    code, out = _cli("--help", command="pocketnet-eval")
     assert "conf/eval.yaml" in out and "\nkd " not in out
 
-    code, out = _cli(monkeypatch, capsys, "stage=teacher", "--cfg", "job", "--resolve")
+    code, out = _cli("stage=teacher", "--cfg", "job", "--resolve")
     resolved = OmegaConf.create(out)
     assert resolved.paths.output_dir == "<the run folder, made when the job starts>"
     assert resolved.paths.log_dir == str(tmp_path / "logs")

@@ -18,7 +18,6 @@ from pocketnet.runtime import SetupError
 from pocketnet.untrusted import UnsafeFileError, load_torch_file
 from tests.conftest import compose_run, pocketnet_command
 
-BIN = Path(sys.executable).parent
 FAST = ["debug=fast", "data=tiny", "print_config=false", "callbacks.progress.rich=false"]
 FAST += ["backbone=resnet18_narrow"]
 
